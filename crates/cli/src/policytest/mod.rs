@@ -1,0 +1,8 @@
+//! Running PolicyTests offline (`shared/spec/policy-tests.md`): build the mesh a test
+//! describes, send each case through the decision engine, compare with what it expects.
+
+mod compare;
+mod mesh;
+
+pub use compare::{CaseResult, run_test};
+pub use mesh::build_mesh;

@@ -1,0 +1,1 @@
+//! Tests live here once the engine is wired.
