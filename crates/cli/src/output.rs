@@ -7,7 +7,7 @@ use serde::Serialize;
 
 /// `-o` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Format {
+pub(crate) enum Format {
     /// Human-readable text.
     #[default]
     Table,
@@ -18,7 +18,7 @@ pub enum Format {
 }
 
 /// Prints a serializable value as JSON or YAML.
-pub fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
+pub(crate) fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::Yaml | Format::Table => print!("{}", serde_saphyr::to_string(value)?),
@@ -27,12 +27,12 @@ pub fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Resu
 }
 
 /// Colour only on a terminal and when NO_COLOR is unset.
-pub fn color_enabled() -> bool {
+pub(crate) fn color_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
 }
 
 /// Wraps `text` in an ANSI colour when colour is enabled.
-pub fn paint(text: &str, code: &str) -> String {
+pub(crate) fn paint(text: &str, code: &str) -> String {
     if color_enabled() {
         format!("\x1b[{code}m{text}\x1b[0m")
     } else {

@@ -18,7 +18,7 @@ use crate::policytest::build_mesh;
 
 /// `meshward check` arguments.
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Files or folders of manifests (Istio resources, Kubernetes workloads, PolicyTests whose
     /// workloads and services join the inventory).
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
@@ -145,7 +145,11 @@ fn response_line(o: &Outcome) -> Option<String> {
         Verdict::Allow => return None,
         Verdict::Deny if o.is_http => "HTTP 403 `RBAC: access denied`".to_owned(),
         Verdict::Deny => "TCP connection closed without data".to_owned(),
-        Verdict::Reject => "connection reset (a client sidecar answers 503)".to_owned(),
+        Verdict::Reject if o.client_tls.is_some() => {
+            "the client sidecar answers 503 (upstream connect error or disconnect/reset before headers)"
+                .to_owned()
+        }
+        Verdict::Reject => "connection reset by peer (curl exit 56)".to_owned(),
         Verdict::Unauthenticated => format!(
             "HTTP {} `{}`",
             o.jwt.as_ref().and_then(|j| j.status).unwrap_or(401),
@@ -234,7 +238,7 @@ fn print_table(v: &CheckView) {
     }
 }
 
-pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let report = load_paths(&args.files)?;
     for d in &report.diagnostics {
         print_diagnostic(d);

@@ -1,5 +1,5 @@
 //! One module per subcommand.
 
-pub mod check;
-pub mod test;
-pub mod validate;
+pub(crate) mod check;
+pub(crate) mod test;
+pub(crate) mod validate;

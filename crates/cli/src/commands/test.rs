@@ -14,7 +14,7 @@ use crate::policytest::run_test;
 
 /// `meshward test` arguments.
 #[derive(Debug, clap::Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// PolicyTest files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -50,7 +50,7 @@ fn read_skip_file(path: &PathBuf) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let skips = match &args.skip_file {
         Some(p) => read_skip_file(p)?,
         None => BTreeMap::new(),

@@ -19,7 +19,7 @@ struct Report<'a> {
 
 /// A diagnostic as JSON/YAML.
 #[derive(Serialize)]
-pub struct DiagnosticView<'a> {
+pub(crate) struct DiagnosticView<'a> {
     severity: &'static str,
     file: &'a str,
     line: Option<usize>,
@@ -47,7 +47,7 @@ impl<'a> From<&'a Diagnostic> for DiagnosticView<'a> {
 }
 
 /// Prints a diagnostic for people.
-pub fn print_diagnostic(d: &Diagnostic) {
+pub(crate) fn print_diagnostic(d: &Diagnostic) {
     let text = d.to_string();
     let text = match d.severity {
         Severity::Error => text.replacen(": error: ", &format!(": {}: ", paint("error", "31")), 1),
@@ -58,7 +58,7 @@ pub fn print_diagnostic(d: &Diagnostic) {
     eprintln!("{text}");
 }
 
-pub fn run(files: &[PathBuf], format: Format) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(files: &[PathBuf], format: Format) -> anyhow::Result<ExitCode> {
     let report = load_paths(files)?;
     let mut diagnostics: Vec<&Diagnostic> = report.diagnostics.iter().collect();
     for t in &report.tests {
@@ -70,6 +70,9 @@ pub fn run(files: &[PathBuf], format: Format) -> anyhow::Result<ExitCode> {
             })
         }));
     }
+    // A manifest included by several PolicyTests is reported once.
+    let mut seen = std::collections::HashSet::new();
+    diagnostics.retain(|d| seen.insert(d.to_string()));
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     match format {
         Format::Table => {

@@ -11,7 +11,7 @@ use super::build_mesh;
 
 /// The result of one case (or one expected error).
 #[derive(Debug, Clone)]
-pub struct CaseResult {
+pub(crate) struct CaseResult {
     /// Case name.
     pub name: String,
     /// Passed?
@@ -23,7 +23,7 @@ pub struct CaseResult {
 }
 
 /// Runs every case of a loaded test.
-pub fn run_test(loaded: &LoadedTest, now_unix: i64) -> Vec<CaseResult> {
+pub(crate) fn run_test(loaded: &LoadedTest, now_unix: i64) -> Vec<CaseResult> {
     let test = &loaded.test;
     let mut results = Vec::new();
     let errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
@@ -113,7 +113,7 @@ pub fn run_test(loaded: &LoadedTest, now_unix: i64) -> Vec<CaseResult> {
 }
 
 /// Builds the engine's traffic description from a case.
-pub fn traffic_of(case: &TestCase, now_unix: i64) -> anyhow::Result<Traffic> {
+pub(crate) fn traffic_of(case: &TestCase, now_unix: i64) -> anyhow::Result<Traffic> {
     let from = case
         .from
         .as_ref()
@@ -242,7 +242,7 @@ fn run_case(mesh: &Mesh, case: &TestCase, now_unix: i64) -> anyhow::Result<(bool
 }
 
 /// `VERDICT (reason)`.
-pub fn describe_outcome(o: &Outcome) -> String {
+pub(crate) fn describe_outcome(o: &Outcome) -> String {
     format!("{} ({})", o.verdict.as_str(), o.reason)
 }
 

@@ -11,7 +11,7 @@ use meshward_policy::inventory::{
 use meshward_policy::{Mesh, MeshSettings};
 
 /// Builds the mesh of a test. Errors name the workload whose address does not parse.
-pub fn build_mesh(test: &PolicyTest, resources: &[LoadedResource]) -> anyhow::Result<Mesh> {
+pub(crate) fn build_mesh(test: &PolicyTest, resources: &[LoadedResource]) -> anyhow::Result<Mesh> {
     let spec = &test.spec;
     let settings = spec
         .mesh_config

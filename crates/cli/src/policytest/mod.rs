@@ -4,5 +4,5 @@
 mod compare;
 mod mesh;
 
-pub use compare::{CaseResult, run_test};
-pub use mesh::build_mesh;
+pub(crate) use compare::run_test;
+pub(crate) use mesh::build_mesh;

@@ -385,6 +385,22 @@ impl JwtOutcome {
     }
 }
 
+// === impl HeaderMutations ===
+
+impl HeaderMutations {
+    /// True when the request goes upstream unchanged.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.append.is_empty() && self.path.is_none()
+    }
+
+    /// Applies the header part (`remove`, then `append`) to a header list.
+    pub fn apply(&self, headers: &mut Vec<(String, String)>) {
+        headers.retain(|(name, _)| !self.remove.contains(name));
+        headers.extend(self.append.iter().cloned());
+    }
+}
+
 // === impl VerifiedJwt ===
 
 impl VerifiedJwt {

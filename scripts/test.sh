@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit/property/integration tests, the conformance
+# corpus and the seed examples through `meshward test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="${MESHWARD_SHARED:-../shared}"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+cargo build --release --locked -p meshward-cli
+./target/release/meshward validate -f examples/
+./target/release/meshward test examples/seeds
+./target/release/meshward test "$shared/conformance" --skip-file conformance/exceptions.txt
