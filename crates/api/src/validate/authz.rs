@@ -51,6 +51,8 @@ struct Field<'a> {
     tcp: bool,
 }
 
+// === impl Field ===
+
 impl<'a> Field<'a> {
     fn new(name: &'static str, values: &'a Option<Vec<String>>, check: Values, tcp: bool) -> Self {
         Field {

@@ -315,6 +315,20 @@ fn check_jwk(key: &Map<String, Value>) -> Result<bool, String> {
             ));
         }
     };
+    let curves: &[&str] = match kty {
+        "EC" => &["P-256", "P-384", "P-521"],
+        "OKP" => &["Ed25519", "X25519"],
+        _ => &[],
+    };
+    if let Some(Value::String(crv)) = key.get("crv")
+        && !curves.is_empty()
+        && !curves.contains(&crv.as_str())
+    {
+        return Err(format!(
+            "unsupported curve `{crv}` for the {kty} key: expected one of {}",
+            curves.join(", ")
+        ));
+    }
     for member in required {
         match key.get(*member) {
             Some(Value::String(v)) if is_base64(v) || *member == "crv" => {}

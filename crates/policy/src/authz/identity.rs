@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(PrincipalMatch::parse(value).matches(peer), expected);
     }
 
-    #[test_case("foo", "foo", "sleep", FOO_SLEEP, true; "ns and sa")]
+    #[test_case("foo/sleep", "x", "sleep", FOO_SLEEP, true; "ns and sa")]
     #[test_case("sleep", "foo", "sleep", FOO_SLEEP, true; "bare name uses policy namespace")]
     #[test_case("sleep", "bar", "sleep", FOO_SLEEP, false; "bare name in other namespace")]
     #[test_case("foo/slee", "x", "", FOO_SLEEP, false; "no partial sa")]

@@ -154,7 +154,7 @@ impl HeaderSpec {
 /// `[A-Za-z0-9_.-]` are skipped". The token then runs to the first character outside that set
 /// (so `Bearer a.b.c, Bearer x.y.z` yields `a.b.c`); with no such character after the prefix the
 /// whole header value is returned, and fails verification.
-fn token_after(value: &str, after: usize) -> &str {
+pub(crate) fn token_after(value: &str, after: usize) -> &str {
     let bytes = value.as_bytes();
     let Some(start) =
         (after..bytes.len()).find(|i| bytes.get(*i).copied().is_some_and(is_jwt_char))
@@ -171,7 +171,7 @@ fn token_after(value: &str, after: usize) -> &str {
 
 /// Envoy's `parseAndDecodeQueryString`: `&`-separated, split at the first `=`, both sides
 /// percent-decoded (`+` stays `+`); a parameter without `=` has an empty value.
-fn parse_query(path: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_query(path: &str) -> Vec<(String, String)> {
     let Some((_, query)) = path.split_once('?') else {
         return Vec::new();
     };
@@ -195,7 +195,7 @@ fn percent_decode(text: &str) -> String {
 /// Envoy's `Http::Utility::parseCookies`: every `cookie` header, `;`-separated pairs, leading
 /// spaces of the name dropped, one pair of surrounding double quotes stripped from the value, and
 /// the first occurrence of a name wins.
-fn parse_cookies<'a>(
+pub(crate) fn parse_cookies<'a>(
     headers: &'a [(String, String)],
     wanted: &[String],
 ) -> BTreeMap<&'a str, &'a str> {
@@ -247,10 +247,4 @@ pub(crate) fn remove_query_param(path: &str, param: &str) -> String {
         }
     }
     rebuilt
-}
-
-#[cfg(test)]
-pub(crate) mod testing {
-    //! Internals exposed to the sibling test module.
-    pub(crate) use super::{parse_cookies, parse_query, token_after};
 }

@@ -15,10 +15,8 @@ pub(crate) fn diagnostics(yaml: &str) -> Vec<Diagnostic> {
 /// The 1-based line carrying [`MARK`].
 fn marked_line(yaml: &str) -> usize {
     let found = yaml.lines().position(|l| l.contains(MARK));
-    match found {
-        Some(i) => i + 1,
-        None => panic!("test YAML has no `{MARK}` marker:\n{yaml}"),
-    }
+    assert!(found.is_some(), "test YAML has no `{MARK}` marker:\n{yaml}");
+    found.map_or(0, |i| i + 1)
 }
 
 fn render(diags: &[Diagnostic]) -> String {

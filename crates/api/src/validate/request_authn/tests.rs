@@ -40,6 +40,11 @@ const EC_KEY: &str = r#"{"kty":"EC","crv":"P-256","x":"kslppEVE383i4cAlOJD_U2iZN
 #[test_case("issuer: i\n    jwks: '{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\"}]}' # <-", "requires a string `n`"; "rsa without modulus")]
 #[test_case("issuer: i\n    jwks: '{\"keys\":[{\"kty\":\"XYZ\"}]}' # <-", "unsupported key type `XYZ`"; "unknown key type")]
 #[test_case("issuer: i\n    jwks: '{\"keys\":[{\"n\":\"x\"}]}' # <-", "missing `kty`"; "no key type")]
+#[test_case(
+    "issuer: i\n    jwks: '{\"kty\":\"EC\",\"crv\":\"P-999\",\"x\":\"AQAB\",\"y\":\"AQAB\"}' # <-",
+    "unsupported curve `P-999`";
+    "unknown curve"
+)]
 #[test_case("issuer: i\n    fromHeaders:\n    - prefix: \"Bearer \" # <-", "location header name must be non-empty string"; "header without name")]
 #[test_case("issuer: i\n    fromParams:\n    - \"\" # <-", "location query must be non-empty string"; "empty param")]
 #[test_case("issuer: i\n    fromCookies:\n    - \"\" # <-", "cookie name must be non-empty string"; "empty cookie")]

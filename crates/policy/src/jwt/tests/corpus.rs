@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use super::fixtures::*;
 use super::super::{JwtAuthenticator, JwtFailure};
+use super::fixtures::*;
 
 #[test]
 fn d10_valid_token_yields_issuer_and_claims() {
@@ -97,14 +97,14 @@ fn d11_forward_original_token_keeps_the_authorization_header() {
     let mut rule = corpus_rule("test-issuer-1@istio.io");
     rule.forward_original_token = true;
     let authn = authenticator(&[rule]);
-    let verified = verified(get(&authn, "/valid-token-forward", &bearer(TOKEN_ISSUER_1)));
-    assert!(verified.headers.is_empty(), "{:?}", verified.headers);
+    let forwarded = verified(get(&authn, "/valid-token-forward", &bearer(TOKEN_ISSUER_1)));
+    assert!(forwarded.headers.is_empty(), "{:?}", forwarded.headers);
 
     // Control: the default removes it.
     let authn = authenticator(&[corpus_rule("test-issuer-1@istio.io")]);
-    let verified = verified(get(&authn, "/valid-token", &bearer(TOKEN_ISSUER_1)));
-    assert_eq!(verified.headers.remove, ["authorization"]);
-    assert!(verified.headers.append.is_empty());
+    let stripped = verified(get(&authn, "/valid-token", &bearer(TOKEN_ISSUER_1)));
+    assert_eq!(stripped.headers.remove, ["authorization"]);
+    assert!(stripped.headers.append.is_empty());
 }
 
 /// `httpbin-part1` (issuer-1 with `aud: foo`, issuer-2 with `aud: bar`) and `httpbin-part2`
@@ -120,7 +120,11 @@ fn d12_authenticator() -> JwtAuthenticator {
 
 #[test]
 fn d12a_token_without_the_configured_audience_gets_403() {
-    let rejection = rejected(get(&d12_authenticator(), "/valid-aud", &bearer(TOKEN_ISSUER_1)));
+    let rejection = rejected(get(
+        &d12_authenticator(),
+        "/valid-aud",
+        &bearer(TOKEN_ISSUER_1),
+    ));
     assert_eq!(rejection.status, 403);
     assert_eq!(rejection.message, "Audiences in Jwt are not allowed");
 }
@@ -191,7 +195,10 @@ fn d18_unknown_issuer_is_refused_not_ignored() {
 #[test]
 fn d20_token_valid_from_2099_is_not_yet_valid() {
     let authn = authenticator(&[corpus_rule("test-issuer-1@istio.io")]);
-    assert_eq!(rejection_message(&authn, TOKEN_NBF_2099), "Jwt not yet valid");
+    assert_eq!(
+        rejection_message(&authn, TOKEN_NBF_2099),
+        "Jwt not yet valid"
+    );
 }
 
 #[test]
@@ -223,6 +230,9 @@ fn d25_malformed_token_gets_401() {
 #[test]
 fn d6_gateway_rejects_a_garbage_bearer_token() {
     let authn = authenticator(&[corpus_rule("testing@secure.istio.io")]);
-    assert_eq!(rejected(get(&authn, "/headers", &bearer("deadbeef"))).status, 401);
+    assert_eq!(
+        rejected(get(&authn, "/headers", &bearer("deadbeef"))).status,
+        401
+    );
     assert!(no_token(get(&authn, "/headers", &[])).is_empty());
 }

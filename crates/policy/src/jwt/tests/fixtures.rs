@@ -217,7 +217,12 @@ pub(super) fn sign(key: TestKey, alg: Algorithm, kid: Option<&str>, claims: &Val
 
 /// A valid RS256 token of [`TEST_ISSUER`] with `extra` merged into standard claims.
 pub(super) fn rsa_token(extra: &Value) -> String {
-    sign(TestKey::Rsa, Algorithm::RS256, Some("rsa-1"), &claims(extra))
+    sign(
+        TestKey::Rsa,
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims(extra),
+    )
 }
 
 /// `iss`, `sub`, `iat`, `exp` (an hour after [`NOW`]) with `extra` merged in.
@@ -285,7 +290,11 @@ pub(super) fn bearer(token: &str) -> Vec<(String, String)> {
 }
 
 /// Runs a `GET` at [`NOW`].
-pub(super) fn get(authn: &JwtAuthenticator, path: &str, headers: &[(String, String)]) -> JwtOutcome {
+pub(super) fn get(
+    authn: &JwtAuthenticator,
+    path: &str,
+    headers: &[(String, String)],
+) -> JwtOutcome {
     request(authn, "GET", path, headers, NOW)
 }
 
@@ -356,4 +365,35 @@ pub(super) fn upstream_headers(
     let mut headers = request.to_vec();
     mutations.apply(&mut headers);
     sorted(headers)
+}
+
+/// Signs sections given verbatim (already encoded), so padding and odd encodings can be tested.
+pub(super) fn sign_sections(
+    key: TestKey,
+    alg: Algorithm,
+    header_b64: &str,
+    payload_b64: &str,
+) -> String {
+    let message = format!("{header_b64}.{payload_b64}");
+    let signer = (DEFAULT_PROVIDER.signer_factory)(&alg, &key.encoding_key()).unwrap();
+    let signature = signer.try_sign(message.as_bytes()).unwrap();
+    format!("{message}.{}", b64(&signature))
+}
+
+/// [`test_rule`] reading the whole `x-jwt` header as the token, so malformed tokens reach the
+/// parser unchanged.
+pub(super) fn raw_header_rule() -> JwtRuleConfig {
+    JwtRuleConfig {
+        from_headers: vec![super::super::HeaderLocation {
+            name: "x-jwt".to_owned(),
+            prefix: None,
+        }],
+        ..test_rule()
+    }
+}
+
+/// The outcome of a `GET` carrying `token` verbatim in `x-jwt`, against [`raw_header_rule`].
+pub(super) fn raw(token: &str) -> JwtOutcome {
+    let authn = authenticator(&[raw_header_rule()]);
+    get(&authn, "/", &headers(&[("x-jwt", token)]))
 }
