@@ -9,6 +9,10 @@ use crate::source::{FieldPath, Origin};
 
 /// What one document turned out to be.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per document, then unpacked"
+)]
 pub enum Decoded {
     /// A kind meshward understands.
     Resource(Resource),
@@ -24,6 +28,10 @@ pub enum Decoded {
 }
 
 /// Decodes `value` as `T`, turning a serde error into a located diagnostic.
+#[expect(
+    clippy::result_large_err,
+    reason = "errors happen once per bad document; a boxed diagnostic would buy nothing"
+)]
 pub fn decode_as<T: DeserializeOwned>(
     value: &Value,
     origin: &Origin,
@@ -91,6 +99,10 @@ pub struct ResourceHint {
 }
 
 /// Decodes one resource document. `Ok(Decoded::Skipped)` for kinds meshward does not use.
+#[expect(
+    clippy::result_large_err,
+    reason = "errors happen once per bad document; a boxed diagnostic would buy nothing"
+)]
 pub fn decode_resource(value: &Value, origin: &Origin) -> Result<Decoded, Diagnostic> {
     let (kind_name, api_version, hint) = identify(value);
     let root = FieldPath::root();

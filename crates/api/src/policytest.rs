@@ -142,6 +142,18 @@ pub struct ExpectedError {
     pub contains: String,
 }
 
+impl ExpectedError {
+    /// Is `d` the error this entry expects (same resource `NS/NAME`, message containing the
+    /// text)?
+    pub fn matches(&self, d: &crate::diag::Diagnostic) -> bool {
+        d.is_error()
+            && d.resource
+                .as_ref()
+                .is_some_and(|r| r.key() == self.resource)
+            && d.message.contains(&self.contains)
+    }
+}
+
 /// `spec.cases[]`: a connection/request case, or a configuration-only case.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

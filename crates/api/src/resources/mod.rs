@@ -122,6 +122,10 @@ impl fmt::Display for ResourceId {
 
 /// A decoded resource of a kind meshward understands.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "resources are decoded once per load and moved rarely; boxing would only add noise"
+)]
 #[allow(missing_docs)]
 pub enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),

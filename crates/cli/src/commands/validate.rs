@@ -64,10 +64,12 @@ pub(crate) fn run(files: &[PathBuf], format: Format) -> anyhow::Result<ExitCode>
     for t in &report.tests {
         diagnostics.extend(t.diagnostics.iter().filter(|d| {
             // Errors a PolicyTest expects are the point of that test, not a problem.
-            !t.test.spec.expect_errors.iter().flatten().any(|e| {
-                d.resource.as_ref().is_some_and(|r| r.key() == e.resource)
-                    && d.message.contains(&e.contains)
-            })
+            !t.test
+                .spec
+                .expect_errors
+                .iter()
+                .flatten()
+                .any(|e| e.matches(d))
         }));
     }
     // A manifest included by several PolicyTests is reported once.

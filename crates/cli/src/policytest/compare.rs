@@ -31,10 +31,7 @@ pub(crate) fn run_test(loaded: &LoadedTest, now_unix: i64) -> Vec<CaseResult> {
     // "A file with `expectErrors` passes when loading its resources fails with each listed
     // error and with no other."
     for e in &expected {
-        let found = errors.iter().any(|d| {
-            d.resource.as_ref().is_some_and(|r| r.key() == e.resource)
-                && d.message.contains(&e.contains)
-        });
+        let found = errors.iter().any(|d| e.matches(d));
         results.push(CaseResult {
             name: format!("expected error in {}: {}", e.resource, e.contains),
             passed: found,
@@ -59,12 +56,7 @@ pub(crate) fn run_test(loaded: &LoadedTest, now_unix: i64) -> Vec<CaseResult> {
     }
     let unexpected: Vec<String> = errors
         .iter()
-        .filter(|d| {
-            !expected.iter().any(|e| {
-                d.resource.as_ref().is_some_and(|r| r.key() == e.resource)
-                    && d.message.contains(&e.contains)
-            })
-        })
+        .filter(|d| !expected.iter().any(|e| e.matches(d)))
         .map(|d| d.to_string())
         .collect();
     if !unexpected.is_empty() {

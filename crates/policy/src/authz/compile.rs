@@ -278,6 +278,9 @@ impl Ctx<'_> {
     }
 }
 
+/// Compiles one value of a condition on a chain.
+type ValueCompiler = dyn Fn(&Ctx<'_>, &str) -> Result<Vec<Matcher>, ValueError>;
+
 /// Collects what a rule turned into on this chain, applying `checkError` (§6): "ALLOW ⇒ rule
 /// dropped, DENY/AUDIT ⇒ value dropped".
 struct RuleBuilder<'a> {
@@ -447,41 +450,40 @@ impl RuleBuilder<'_> {
     fn condition(&mut self, c: &Condition) -> Result<Option<FieldMatcher>, String> {
         let key = c.key.as_deref().unwrap_or_default();
         let label = format!("when[{key}]");
-        let compile: Box<dyn Fn(&Ctx<'_>, &str) -> Result<Vec<Matcher>, ValueError>> =
-            match ConditionKey::parse(key) {
-                ConditionKey::Simple(kind) => {
-                    let label = label.clone();
-                    Box::new(move |ctx: &Ctx<'_>, v: &str| ctx.compile_value(kind, &label, v))
-                }
-                ConditionKey::Header(name) => {
-                    let label = label.clone();
-                    Box::new(move |ctx: &Ctx<'_>, v: &str| {
-                        if !ctx.is_http {
-                            return Err(ValueError::HttpOnly(label.clone()));
-                        }
-                        Ok(vec![Matcher::Header(
-                            name.clone().into(),
-                            StringMatch::parse(v),
-                        )])
-                    })
-                }
-                ConditionKey::Claim(path) => {
-                    let label = label.clone();
-                    Box::new(move |ctx: &Ctx<'_>, v: &str| {
-                        if !ctx.is_http {
-                            return Err(ValueError::HttpOnly(label.clone()));
-                        }
-                        Ok(vec![Matcher::Claim(
-                            path.clone().into(),
-                            StringMatch::parse(v),
-                        )])
-                    })
-                }
-                ConditionKey::Unsupported(why) => {
-                    Box::new(move |_: &Ctx<'_>, _: &str| Err(ValueError::Invalid(why.clone())))
-                }
-                ConditionKey::Unknown => return Err(format!("unknown condition key `{key}`")),
-            };
+        let compile: Box<ValueCompiler> = match ConditionKey::parse(key) {
+            ConditionKey::Simple(kind) => {
+                let label = label.clone();
+                Box::new(move |ctx: &Ctx<'_>, v: &str| ctx.compile_value(kind, &label, v))
+            }
+            ConditionKey::Header(name) => {
+                let label = label.clone();
+                Box::new(move |ctx: &Ctx<'_>, v: &str| {
+                    if !ctx.is_http {
+                        return Err(ValueError::HttpOnly(label.clone()));
+                    }
+                    Ok(vec![Matcher::Header(
+                        name.clone().into(),
+                        StringMatch::parse(v),
+                    )])
+                })
+            }
+            ConditionKey::Claim(path) => {
+                let label = label.clone();
+                Box::new(move |ctx: &Ctx<'_>, v: &str| {
+                    if !ctx.is_http {
+                        return Err(ValueError::HttpOnly(label.clone()));
+                    }
+                    Ok(vec![Matcher::Claim(
+                        path.clone().into(),
+                        StringMatch::parse(v),
+                    )])
+                })
+            }
+            ConditionKey::Unsupported(why) => {
+                Box::new(move |_: &Ctx<'_>, _: &str| Err(ValueError::Invalid(why.clone())))
+            }
+            ConditionKey::Unknown => return Err(format!("unknown condition key `{key}`")),
+        };
         let positive = self.values_with(&label, c.values.as_ref(), &compile);
         let negative = self.values_with(&label, c.not_values.as_ref(), &compile);
         if positive.is_empty() && negative.is_empty() {

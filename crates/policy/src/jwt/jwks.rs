@@ -230,7 +230,7 @@ fn parse_jwk(entry: &Map<String, Value>) -> Result<Jwk, JwkError> {
 }
 
 fn rsa_key(entry: &Map<String, Value>, alg: &str) -> Result<KeyMaterial, JwkError> {
-    if !alg.is_empty() && !(alg.starts_with("RS") || alg.starts_with("PS")) {
+    if !(alg.is_empty() || alg.starts_with("RS") || alg.starts_with("PS")) {
         return Err(JwkError::AlgNotForKty {
             kty: "RSA",
             alg: alg.to_owned(),

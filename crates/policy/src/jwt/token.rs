@@ -267,7 +267,7 @@ const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 /// `static_cast<uint64_t>(double)` for the range jwt_verify_lib accepts.
 pub(crate) fn double_to_u64(value: f64) -> Option<u64> {
-    if value.is_nan() || value < 0.0 || value >= TWO_POW_64 {
+    if !(0.0..TWO_POW_64).contains(&value) {
         return None;
     }
     // INVARIANT: 0 ≤ value < 2^64, so the cast truncates the fraction and nothing else.

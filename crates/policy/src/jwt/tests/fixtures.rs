@@ -140,6 +140,17 @@ impl TestKey {
         }
     }
 
+    /// The key's `kid` in [`test_jwks`].
+    pub(super) fn kid(self) -> &'static str {
+        match self {
+            Self::Rsa => "rsa-1",
+            Self::EcP256 => "ec256-1",
+            Self::EcP384 => "ec384-1",
+            Self::Ed25519 => "ed-1",
+            Self::Hmac => "hmac-1",
+        }
+    }
+
     /// The public JWK of this key, with `kid` and, when given, `alg`.
     pub(super) fn jwk(self, kid: &str, alg: Option<&str>) -> Value {
         let utils = &DEFAULT_PROVIDER.key_utils;
@@ -186,15 +197,16 @@ pub(super) fn jwks(keys: &[Value]) -> String {
     json!({ "keys": keys }).to_string()
 }
 
-/// A JWKS with every test key under kid `<kind>-1`, no `alg`.
+/// A JWKS with every test key under its [`TestKey::kid`], no `alg`.
 pub(super) fn test_jwks() -> String {
-    jwks(&[
-        TestKey::Rsa.jwk("rsa-1", None),
-        TestKey::EcP256.jwk("ec256-1", None),
-        TestKey::EcP384.jwk("ec384-1", None),
-        TestKey::Ed25519.jwk("ed-1", None),
-        TestKey::Hmac.jwk("hmac-1", None),
-    ])
+    let keys = [
+        TestKey::Rsa,
+        TestKey::EcP256,
+        TestKey::EcP384,
+        TestKey::Ed25519,
+        TestKey::Hmac,
+    ];
+    jwks(&keys.map(|key| key.jwk(key.kid(), None)))
 }
 
 /// Signs `header` and `payload` (JSON text, used verbatim) with `key` under `alg`.
