@@ -541,7 +541,8 @@ impl Mesh {
         match jwt_outcome {
             None => {}
             Some(JwtOutcome::NoToken(mutations)) => {
-                apply_mutations(&mut headers, &mutations);
+                // jwt_authn runs before RBAC: authorization sees the request as jwt_authn left it.
+                mutations.apply(&mut headers);
                 out.jwt = Some(JwtStep {
                     summary: "no token in any configured location: continues unauthenticated"
                         .to_owned(),
@@ -578,7 +579,7 @@ impl Mesh {
                     principal: Some(format!("{iss}/{sub}")),
                     status: None,
                 });
-                apply_mutations(&mut headers, &verified.headers);
+                verified.headers.apply(&mut headers);
                 payload = Some(verified.payload);
             }
         }
@@ -670,13 +671,6 @@ impl Mesh {
         }
         xff.last().copied().unwrap_or(peer)
     }
-}
-
-/// jwt_authn runs before RBAC, so authorization sees the request as jwt_authn left it: the
-/// token header removed unless `forwardOriginalToken`, claim headers added.
-fn apply_mutations(headers: &mut Vec<(String, String)>, m: &crate::jwt::HeaderMutations) {
-    headers.retain(|(name, _)| !m.remove.iter().any(|r| r == name));
-    headers.extend(m.append.iter().cloned());
 }
 
 impl Outcome {

@@ -102,18 +102,84 @@ impl RequestAuthnIndex {
                 };
                 match JwtProvider::compile(&config) {
                     Ok(p) => providers.push(p),
-                    Err(error) => errors.push(JwtRuleError {
-                        policy: format!(
-                            "{}/{}",
-                            policy.metadata.namespace(),
-                            policy.metadata.name()
-                        ),
-                        issuer: config.issuer.clone(),
-                        error,
-                    }),
+                    Err(error) => {
+                        // Fail closed, as istiod does for a JWKS it cannot use (§5.6): the issuer
+                        // stays configured with no usable key, so its tokens are rejected rather
+                        // than ignored.
+                        let keyless = JwtRuleConfig {
+                            jwks: None,
+                            jwks_uri: Some(String::new()),
+                            ..config.clone()
+                        };
+                        if let Ok(p) = JwtProvider::compile(&keyless) {
+                            providers.push(p);
+                        }
+                        errors.push(JwtRuleError {
+                            policy: format!(
+                                "{}/{}",
+                                policy.metadata.namespace(),
+                                policy.metadata.name()
+                            ),
+                            issuer: config.issuer.clone(),
+                            error,
+                        });
+                    }
                 }
             }
         }
         (JwtAuthenticator::new(providers), errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use meshward_api::resources::security::{JwtRule, RequestAuthenticationSpec};
+
+    use super::*;
+    use crate::jwt::{JwtOutcome, JwtRequest};
+
+    /// A token of the corpus, issuer `test-issuer-1@istio.io`, valid until 2100.
+    const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im1lc2h3YXJkLXJzYS0xIiwidHlwIjoiSldUIn0.eyJpc3MiOiJ0ZXN0LWlzc3Vlci0xQGlzdGlvLmlvIiwic3ViIjoic3ViLTEiLCJpYXQiOjE3MDQwNjcyMDAsImV4cCI6NDEwMjQ0NDgwMCwiYXVkIjoiZm9vIn0.XlIK_UefGK-j-5TokytIA-89RkdRt7eV438GF2leal6cGzPiGW4bjPbHO3Iyj9moGgefmt_K3XkK3CvSkyub2oeYhLzI_3kp6zTQx8lJM8fd8JaXsMVOo_4s-BJ5o3S_ui9pUx-6YEhYDB_5LovGICzgcxPq0WLrjB7nMW_SP4WWk_sPcCXGIPq4bChNGX948kFuLgfWnAEzuFIf5CuuOomvsI-Ly7KiaYYykmduSCRpl7vNmM3LZxUxraDSTjAINbcvtCaLmbz-GK4FrrOOoA8E4GasP1d47lr20Km2G9lnxupGDjBp5_alMSAc2DV-rPnpthiknRprSKsKSx3dDQ";
+
+    #[test]
+    fn an_unusable_jwks_rejects_tokens_of_its_issuer() {
+        let policy = RequestAuthentication {
+            api_version: "security.istio.io/v1".into(),
+            kind: "RequestAuthentication".into(),
+            metadata: meshward_api::resources::ObjectMeta {
+                name: Some("ra".into()),
+                namespace: Some("foo".into()),
+                ..Default::default()
+            },
+            spec: RequestAuthenticationSpec {
+                jwt_rules: Some(vec![Some(JwtRule {
+                    issuer: Some("test-issuer-1@istio.io".into()),
+                    jwks: Some("not a key set".into()),
+                    ..Default::default()
+                })]),
+                ..Default::default()
+            },
+            status: None,
+        };
+        let index = RequestAuthnIndex::build([&policy], "istio-system");
+        let labels = BTreeMap::new();
+        let (authn, errors) = index.authenticator(WorkloadSelectorView {
+            namespace: "foo",
+            labels: &labels,
+        });
+        assert_eq!(errors.len(), 1);
+        assert!(!authn.is_empty(), "the issuer stays configured");
+        let headers = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+        let outcome = authn.authenticate(
+            &JwtRequest {
+                method: "GET",
+                path: "/",
+                headers: &headers,
+            },
+            1_800_000_000,
+        );
+        assert!(matches!(outcome, JwtOutcome::Rejected(_)), "{outcome:?}");
     }
 }

@@ -1,10 +1,4 @@
 //! Tests of the `jwt` module, one file per spec section (authentication.md §5).
-#![expect(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly on purpose"
-)]
 
 mod fixtures;
 
