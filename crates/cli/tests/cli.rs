@@ -1,5 +1,8 @@
 //! The `meshward` binary end to end: exit codes, located errors, PolicyTest runs, `check`.
 
+// A test binary: a failed expectation is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 //! Performance of the AuthorizationPolicy decision engine: compilation of a mesh's policies,
 //! selection for one workload, and one decision (the per-request hot path).
 //!
@@ -9,10 +11,14 @@
 //! * `evaluate/l7/{allowed,denied}/N`: one HTTP decision in a mesh of N policies of which a fixed
 //!   [`APPLICABLE`] apply to the workload (the rest spread over many namespaces, plus some in the
 //!   workload's namespace and the root namespace with non-matching selectors). `allowed` is
-//!   allowed by the ALLOW rule that sorts last in Envoy order after every DENY rule was checked;
-//!   `denied` matches no ALLOW rule (every DENY and ALLOW rule is considered).
+//!   allowed by the ALLOW rule that sorts last in Envoy order, after no DENY rule matched;
+//!   `denied` matches no rule at all, so every DENY and ALLOW rule that can match it must be
+//!   ruled out (the worst case for a linear scan).
 //! * `evaluate/l4/{allowed,denied}/N`: the same for TCP connections, with a TCP mix.
 //! * `evaluate/applicable/{allowed,denied}/N`: N policies that all apply to the workload.
+//! * `evaluate/unindexed/denied/N`: N applicable ALLOW policies whose rules constrain only
+//!   attributes the engine's candidate index does not key on (`ipBlocks`, `notPaths`), so every
+//!   one is evaluated: the cost of the residual scan.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -319,6 +325,22 @@ fn all_applicable(n: usize) -> Vec<AuthorizationPolicy> {
     load(&out)
 }
 
+/// `n` applicable policies (the late ALLOW among them) whose other rules give the candidate
+/// index nothing to key on.
+fn all_unindexed(n: usize) -> Vec<AuthorizationPolicy> {
+    let mut out: Vec<Value> = (1..n)
+        .map(|i| {
+            let rules = json!([{
+                "from": [{ "source": { "ipBlocks": [format!("10.{}.{}.0/24", (i / 256) % 256, i % 256)] } }],
+                "to": [{ "operation": { "notPaths": [format!("/private-{i}/*")] } }],
+            }]);
+            policy(i, Placement::Selected, "ALLOW", rules)
+        })
+        .collect();
+    out.push(late_allow(Chain::Http));
+    load(&out)
+}
+
 fn workload_labels() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app".to_owned(), WORKLOAD_APP.to_owned()),
@@ -458,6 +480,7 @@ fn bench_evaluate(
     sizes: &[usize],
     build: impl Fn(usize) -> Vec<AuthorizationPolicy>,
     chain: Chain,
+    variants: &[&str],
 ) {
     let mut g = c.benchmark_group(group);
     g.sample_size(50)
@@ -476,6 +499,9 @@ fn bench_evaluate(
         let authz = select(&index(&build(n)), &labels);
         check(&authz, &allowed, &denied);
         for (name, attrs) in [("allowed", &allowed), ("denied", &denied)] {
+            if !variants.contains(&name) {
+                continue;
+            }
             g.bench_with_input(BenchmarkId::new(name, n), attrs, |b, a| {
                 b.iter(|| authz.evaluate(black_box(a)))
             });
@@ -485,12 +511,14 @@ fn bench_evaluate(
 }
 
 fn bench_evaluate_all(c: &mut Criterion) {
+    let both = ["allowed", "denied"];
     bench_evaluate(
         c,
         "evaluate/l7",
         &TOTALS,
         |n| mesh(n, Chain::Http),
         Chain::Http,
+        &both,
     );
     bench_evaluate(
         c,
@@ -498,6 +526,7 @@ fn bench_evaluate_all(c: &mut Criterion) {
         &TOTALS,
         |n| mesh(n, Chain::Tcp),
         Chain::Tcp,
+        &both,
     );
     bench_evaluate(
         c,
@@ -505,6 +534,15 @@ fn bench_evaluate_all(c: &mut Criterion) {
         &APPLICABLE_SIZES,
         all_applicable,
         Chain::Http,
+        &both,
+    );
+    bench_evaluate(
+        c,
+        "evaluate/unindexed",
+        &APPLICABLE_SIZES,
+        all_unindexed,
+        Chain::Http,
+        &["denied"],
     );
 }
 

@@ -12,6 +12,7 @@
 //! index narrows the candidates only; every candidate is still decided by
 //! [`CompiledRule::matches`]. Nothing is allocated per decision.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -31,6 +32,9 @@ const MIN_AFFIX: usize = 2;
 type Postings = Box<[usize]>;
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Posting lists by key value.
+type KeyMap = FastMap<Box<[u8]>, Postings>;
 
 /// The Fx hash (rustc's): fast on short keys. Keys come from policies; request values are only
 /// looked up, so collisions cannot be forced into the tables by traffic.
@@ -69,6 +73,14 @@ impl Hasher for FxHasher {
 
     fn write_u16(&mut self, i: u16) {
         self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
     }
 
     fn write_usize(&mut self, i: usize) {
@@ -129,45 +141,66 @@ fn string_key(dim: Dim, m: &StringMatch) -> Option<Key> {
 }
 
 /// Namespace values of one rule without `*` or `/`, with their compiled globs: a `namespaces`
-/// matcher equal to `namespace_glob(v)` matches only peers containing `/ns/<v>/`.
-struct NamespaceValues {
-    globs: Vec<(Glob, Box<str>)>,
+/// matcher equal to `namespace_glob(v)` matches only peers containing `/ns/<v>/`. Read from the
+/// policy source only when the rule has a `namespaces` matcher.
+struct NamespaceValues<'a> {
+    policy: &'a AuthorizationPolicy,
+    index: usize,
+    globs: OnceCell<Vec<(Glob, &'a str)>>,
 }
 
-impl NamespaceValues {
-    fn of_rule(policy: &AuthorizationPolicy, index: usize) -> Self {
-        let mut values: Vec<&str> = Vec::new();
-        if let Some(Some(rule)) = policy.spec.rules.as_ref().and_then(|r| r.get(index)) {
-            for source in rule.from.iter().flatten().flatten() {
-                if let Some(s) = &source.source {
-                    values.extend(s.namespaces.iter().flatten().map(String::as_str));
-                }
-            }
-            for c in rule.when.iter().flatten().flatten() {
-                if c.key.as_deref() == Some("source.namespace") {
-                    values.extend(c.values.iter().flatten().map(String::as_str));
-                }
-            }
+impl<'a> NamespaceValues<'a> {
+    fn of_rule(policy: &'a AuthorizationPolicy, index: usize) -> Self {
+        NamespaceValues {
+            policy,
+            index,
+            globs: OnceCell::new(),
         }
-        let globs = values
-            .into_iter()
-            .filter(|v| !v.contains(['*', '/']))
-            .map(|v| (namespace_glob(v), v.into()))
-            .collect();
-        NamespaceValues { globs }
+    }
+
+    fn globs(&self) -> &[(Glob, &'a str)] {
+        self.globs.get_or_init(|| {
+            let mut values: Vec<&'a str> = Vec::new();
+            let rule = self
+                .policy
+                .spec
+                .rules
+                .as_ref()
+                .and_then(|r| r.get(self.index));
+            if let Some(Some(rule)) = rule {
+                for source in rule.from.iter().flatten().flatten() {
+                    if let Some(s) = &source.source {
+                        values.extend(s.namespaces.iter().flatten().map(String::as_str));
+                    }
+                }
+                for c in rule.when.iter().flatten().flatten() {
+                    if c.key.as_deref() == Some("source.namespace") {
+                        values.extend(c.values.iter().flatten().map(String::as_str));
+                    }
+                }
+            }
+            values
+                .into_iter()
+                .filter(|v| !v.contains(['*', '/']))
+                .map(|v| (namespace_glob(v), v))
+                .collect()
+        })
     }
 
     fn key(&self, glob: &Glob) -> Option<Key> {
-        self.globs.iter().find(|(g, _)| g == glob).map(|(_, v)| Key {
-            dim: Dim::Namespace,
-            form: Form::Exact,
-            value: v.as_bytes().into(),
-        })
+        self.globs()
+            .iter()
+            .find(|(g, _)| g == glob)
+            .map(|(_, v)| Key {
+                dim: Dim::Namespace,
+                form: Form::Exact,
+                value: v.as_bytes().into(),
+            })
     }
 }
 
 /// The key a compiled value requires, if it can be indexed.
-fn matcher_key(m: &Matcher, namespaces: &NamespaceValues) -> Option<Key> {
+fn matcher_key(m: &Matcher, namespaces: &NamespaceValues<'_>) -> Option<Key> {
     match m {
         Matcher::Path(s) => string_key(Dim::Path, s),
         Matcher::Method(s) => string_key(Dim::Method, s),
@@ -186,7 +219,7 @@ fn matcher_key(m: &Matcher, namespaces: &NamespaceValues) -> Option<Key> {
 
 /// Keys of a field whose positive values all index on one attribute: the field matches only if
 /// one of them holds.
-fn field_keys(f: &FieldMatcher, namespaces: &NamespaceValues) -> Option<Vec<Key>> {
+fn field_keys(f: &FieldMatcher, namespaces: &NamespaceValues<'_>) -> Option<Vec<Key>> {
     if f.values.is_empty() {
         return None;
     }
@@ -201,7 +234,7 @@ fn field_keys(f: &FieldMatcher, namespaces: &NamespaceValues) -> Option<Vec<Key>
 
 /// Necessary conditions of a non-empty clause list (`from` or `to`, any one clause must match):
 /// per attribute constrained by every clause, the union of their keys.
-fn clauses_options(clauses: &[Clause], namespaces: &NamespaceValues) -> Vec<Vec<Key>> {
+fn clauses_options(clauses: &[Clause], namespaces: &NamespaceValues<'_>) -> Vec<Vec<Key>> {
     let per_clause: Vec<Vec<Vec<Key>>> = clauses
         .iter()
         .map(|c| {
@@ -240,7 +273,7 @@ fn clauses_options(clauses: &[Clause], namespaces: &NamespaceValues) -> Vec<Vec<
 }
 
 /// Every necessary condition the index could file `rule` under.
-fn rule_options(rule: &CompiledRule, namespaces: &NamespaceValues) -> Vec<Vec<Key>> {
+fn rule_options(rule: &CompiledRule, namespaces: &NamespaceValues<'_>) -> Vec<Vec<Key>> {
     let mut options: Vec<Vec<Key>> = rule
         .when
         .iter()
@@ -258,11 +291,11 @@ fn rule_options(rule: &CompiledRule, namespaces: &NamespaceValues) -> Vec<Vec<Ke
 /// Posting lists of one string attribute: exact values, and prefixes and suffixes by length.
 #[derive(Debug, Clone, Default)]
 struct StrIndex {
-    exact: FastMap<Box<[u8]>, Postings>,
+    exact: KeyMap,
     /// By ascending length.
-    prefix: Vec<(usize, FastMap<Box<[u8]>, Postings>)>,
+    prefix: Vec<(usize, KeyMap)>,
     /// By ascending length.
-    suffix: Vec<(usize, FastMap<Box<[u8]>, Postings>)>,
+    suffix: Vec<(usize, KeyMap)>,
 }
 
 impl StrIndex {
@@ -300,7 +333,7 @@ pub(super) struct RuleIndex {
     residual: Postings,
     path: StrIndex,
     peer: StrIndex,
-    namespace: FastMap<Box<[u8]>, Postings>,
+    namespace: KeyMap,
     headers: Vec<(Box<str>, StrIndex)>,
     port: FastMap<u16, Postings>,
     method: StrIndex,
@@ -310,7 +343,7 @@ pub(super) struct RuleIndex {
 #[derive(Default)]
 struct Lists {
     residual: Vec<usize>,
-    keys: HashMap<Key, Vec<usize>>,
+    keys: FastMap<Key, Vec<usize>>,
 }
 
 impl RuleIndex {
@@ -329,7 +362,7 @@ impl RuleIndex {
             .collect();
         // How many rules could be filed under each key: a key shared by many rules selects
         // poorly (e.g. `methods: [GET]`).
-        let mut frequency: HashMap<&Key, usize> = HashMap::new();
+        let mut frequency: FastMap<&Key, usize> = FastMap::default();
         for rule_options in options.iter().flatten() {
             let mut keys: Vec<&Key> = rule_options.iter().flatten().collect();
             keys.sort_by(|a, b| {
@@ -368,7 +401,7 @@ impl RuleIndex {
             residual: lists.residual.into(),
             ..RuleIndex::default()
         };
-        let mut by_str: HashMap<Dim, StrBuilder> = HashMap::new();
+        let mut by_str: FastMap<Dim, StrBuilder> = FastMap::default();
         for (key, postings) in lists.keys {
             let postings: Postings = postings.into();
             match key.dim {
@@ -456,9 +489,9 @@ impl RuleIndex {
 
 #[derive(Default)]
 struct StrBuilder {
-    exact: FastMap<Box<[u8]>, Postings>,
-    prefix: HashMap<usize, FastMap<Box<[u8]>, Postings>>,
-    suffix: HashMap<usize, FastMap<Box<[u8]>, Postings>>,
+    exact: KeyMap,
+    prefix: FastMap<usize, KeyMap>,
+    suffix: FastMap<usize, KeyMap>,
 }
 
 impl StrBuilder {
@@ -473,7 +506,7 @@ impl StrBuilder {
     }
 
     fn finish(self) -> StrIndex {
-        let by_len = |m: HashMap<usize, FastMap<Box<[u8]>, Postings>>| {
+        let by_len = |m: FastMap<usize, KeyMap>| {
             let mut v: Vec<_> = m.into_iter().collect();
             v.sort_by_key(|(len, _)| *len);
             v
@@ -521,5 +554,199 @@ mod tests {
             let via_key = peer_namespaces(peer.as_bytes()).any(|v| v == value.as_bytes());
             assert_eq!(glob.matches(peer), via_key, "{value} {peer}");
         }
+    }
+
+    /// A small deterministic generator (xorshift64*).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+
+        /// 0 to 2 values, or none at all.
+        fn values(&mut self, from: &[&str]) -> Option<serde_json::Value> {
+            match self.below(4) {
+                0 => None,
+                n => Some((0..n - 1).map(|_| self.pick(from)).collect()),
+            }
+        }
+    }
+
+    const PATHS: &[&str] = &[
+        "/a", "/a/b", "/a/*", "/ab*", "*.json", "*/b", "/*", "*", "/a/{*}", "/x/b",
+    ];
+    const METHODS: &[&str] = &["GET", "POST", "G*", "*T", "*"];
+    const PRINCIPALS: &[&str] = &[
+        "cluster.local/ns/a/sa/x",
+        "cluster.local/ns/a/*",
+        "*/sa/x",
+        "*",
+        "cluster.local/ns/b/sa/y",
+        "td/ns/a/ns/b/sa/x",
+    ];
+    const NAMESPACES: &[&str] = &["a", "b", "a*", "*", "n/s", "ab"];
+    const PORTS: &[&str] = &["80", "8080"];
+    const HEADER_VALUES: &[&str] = &["v", "v*", "*1", "*", "w"];
+
+    fn object(fields: Vec<(&str, Option<serde_json::Value>)>) -> serde_json::Value {
+        serde_json::Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                .collect(),
+        )
+    }
+
+    fn random_rule(rng: &mut Rng) -> serde_json::Value {
+        let from: Vec<serde_json::Value> = (0..rng.below(3))
+            .map(|_| {
+                serde_json::json!({ "source": object(vec![
+                    ("principals", rng.values(PRINCIPALS)),
+                    ("notPrincipals", rng.values(PRINCIPALS)),
+                    ("namespaces", rng.values(NAMESPACES)),
+                    ("notNamespaces", rng.values(NAMESPACES)),
+                ]) })
+            })
+            .collect();
+        let to: Vec<serde_json::Value> = (0..rng.below(3))
+            .map(|_| {
+                serde_json::json!({ "operation": object(vec![
+                    ("paths", rng.values(PATHS)),
+                    ("notPaths", rng.values(PATHS)),
+                    ("methods", rng.values(METHODS)),
+                    ("ports", rng.values(PORTS)),
+                ]) })
+            })
+            .collect();
+        let when: Vec<serde_json::Value> = (0..rng.below(3))
+            .filter_map(|_| {
+                let (key, pool) = match rng.below(4) {
+                    0 => ("request.headers[x-t]", HEADER_VALUES),
+                    1 => ("source.namespace", NAMESPACES),
+                    2 => ("destination.port", PORTS),
+                    _ => ("source.principal", PRINCIPALS),
+                };
+                let values = rng.values(pool);
+                let not_values = rng.values(pool);
+                (values.is_some() || not_values.is_some()).then(|| {
+                    object(vec![
+                        ("key", Some(key.into())),
+                        ("values", values),
+                        ("notValues", not_values),
+                    ])
+                })
+            })
+            .collect();
+        object(vec![
+            ("from", (!from.is_empty()).then(|| from.into())),
+            ("to", (!to.is_empty()).then(|| to.into())),
+            ("when", (!when.is_empty()).then(|| when.into())),
+        ])
+    }
+
+    /// The index finds the same first match as a scan of every rule in order.
+    #[test]
+    fn same_first_match_as_a_full_scan() {
+        use std::net::{IpAddr, Ipv4Addr};
+        use std::sync::Arc;
+
+        use crate::attributes::HttpAttributes;
+        use crate::authz::compile::compile_policy;
+        use crate::authz::identity::TrustDomainBundle;
+
+        let bundle = TrustDomainBundle::new("cluster.local", &[]);
+        let peers = [
+            None,
+            Some("spiffe://cluster.local/ns/a/sa/x"),
+            Some("spiffe://cluster.local/ns/b/sa/y"),
+            Some("spiffe://td/ns/a/ns/b/sa/x"),
+            Some("spiffe://cluster.local/ns/ab/sa/x"),
+            Some("spiffe://cluster.local/ns/n/s/sa/x"),
+        ];
+        let paths = [
+            "/a",
+            "/a/b",
+            "/ab/c.json",
+            "/x/b",
+            "/",
+            "/a?x=1",
+            "/a/b?q=.json",
+        ];
+        let header_sets: Vec<Vec<(String, String)>> = [
+            vec![],
+            vec![("x-t", " v ")],
+            vec![("x-t", "v1"), ("x-t", "w")],
+            vec![("x-t", "")],
+        ]
+        .into_iter()
+        .map(|h| {
+            h.into_iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut matched = 0;
+        for _ in 0..300 {
+            let policies: Vec<_> = (0..1 + rng.below(12))
+                .map(|i| {
+                    let rules: Vec<serde_json::Value> = (0..1 + rng.below(3))
+                        .map(|_| random_rule(&mut rng))
+                        .collect();
+                    let action = if rng.below(2) == 0 { "ALLOW" } else { "DENY" };
+                    let policy: AuthorizationPolicy = serde_json::from_value(serde_json::json!({
+                        "apiVersion": "security.istio.io/v1",
+                        "kind": "AuthorizationPolicy",
+                        "metadata": { "name": format!("p{i}"), "namespace": "a" },
+                        "spec": { "action": action, "rules": rules },
+                    }))
+                    .unwrap();
+                    compile_policy(Arc::new(policy), &bundle)
+                })
+                .collect();
+            for is_http in [true, false] {
+                let rules: Vec<(&CompiledRule, &AuthorizationPolicy)> = policies
+                    .iter()
+                    .flat_map(|p| p.chain(is_http).rules.iter().map(|r| (r, &*p.source)))
+                    .collect();
+                let index = RuleIndex::build(rules.iter().map(|&e| Some(e)));
+                for _ in 0..40 {
+                    let headers = &header_sets[rng.below(header_sets.len())];
+                    let a = Attributes {
+                        src_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        remote_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        dst_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        dst_port: [80, 8080, 9090][rng.below(3)],
+                        peer: peers[rng.below(peers.len())],
+                        sni: "",
+                        http: is_http.then(|| HttpAttributes {
+                            method: ["GET", "POST", "PUT"][rng.below(3)],
+                            authority: "example.com",
+                            path: paths[rng.below(paths.len())],
+                            headers,
+                            jwt: None,
+                        }),
+                    };
+                    let expected = rules.iter().position(|(r, _)| r.matches(&a));
+                    let found = index.first_match(&a, |p| rules[p].0.matches(&a));
+                    assert_eq!(found, expected, "{a:?}\n{rules:#?}");
+                    matched += usize::from(expected.is_some());
+                }
+            }
+        }
+        // The generator must exercise both outcomes.
+        assert!(matched > 1000, "{matched}");
     }
 }

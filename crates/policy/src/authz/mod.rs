@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod identity;
+mod index;
 pub mod matchers;
 pub mod select;
 mod trace;
@@ -19,6 +20,7 @@ pub use select::{AuthzIndex, WorkloadSelectorView};
 pub use trace::{ClauseTrace, PolicyTrace, RuleOutcome, RuleTrace};
 
 use crate::attributes::Attributes;
+use index::RuleIndex;
 
 /// One rule of one policy: what a decision names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -124,6 +126,8 @@ struct ActionRules {
     /// Policies of this action, whether or not they kept rules on this chain (§3: "an ALLOW
     /// policy whose every rule was dropped … still exists").
     policies: usize,
+    /// Which rules can match a request, by position in `rules`.
+    index: RuleIndex,
 }
 
 impl ActionRules {
@@ -142,17 +146,29 @@ impl ActionRules {
         }
         // Envoy's RBAC engine keeps policies in a std::map by name and reports the first match.
         rules.sort_by(|a, b| a.0.cmp(&b.0));
+        let rules: Vec<RuleRef> = rules.into_iter().map(|(_, r)| r).collect();
+        let index = RuleIndex::build(
+            rules
+                .iter()
+                .map(|r| r.rule(is_http).map(|rule| (rule, &*r.policy.source))),
+        );
         ActionRules {
-            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            rules,
             policies: policies.len(),
+            index,
         }
     }
 
+    /// The first rule in Envoy order that matches. The index only narrows the rules looked at;
+    /// each candidate is decided by `CompiledRule::matches`, as a scan of every rule would.
     fn first_match(&self, a: &Attributes<'_>, is_http: bool) -> Option<RuleId> {
-        self.rules
-            .iter()
-            .find(|r| r.rule(is_http).is_some_and(|rule| rule.matches(a)))
-            .and_then(|r| r.id(is_http))
+        let position = self.index.first_match(a, |position| {
+            self.rules
+                .get(position)
+                .and_then(|r| r.rule(is_http))
+                .is_some_and(|rule| rule.matches(a))
+        })?;
+        self.rules.get(position).and_then(|r| r.id(is_http))
     }
 }
 
