@@ -62,8 +62,8 @@ fn path_of(path: &serde_path_to_error::Path) -> FieldPath {
     out
 }
 
-/// serde_json appends "at line 0 column 0" style suffixes when decoding from a `Value`? It does
-/// not, but untagged enums produce unhelpful text; make the common ones readable.
+/// serde's wording ("invalid type", untagged-enum failures) is written for programmers; say it in
+/// the terms a manifest author uses.
 fn tidy_serde_message(message: &str) -> String {
     message.replace("invalid type: ", "wrong type: ").replace(
         "data did not match any variant of untagged enum IntOrString",

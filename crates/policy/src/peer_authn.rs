@@ -114,9 +114,9 @@ impl PeerAuthnIndex {
             let ta = a.policy.metadata.creation_timestamp.as_deref();
             let tb = b.policy.metadata.creation_timestamp.as_deref();
             // Absent timestamps sort last (they are "now"), in input order.
-            let key = |t: Option<&str>| (t.is_none(), t.map(normalize_timestamp));
-            key(ta)
-                .cmp(&key(tb))
+            // Kubernetes writes RFC 3339 UTC (`…Z`) timestamps, which order correctly as text.
+            (ta.is_none(), ta.map(str::trim))
+                .cmp(&(tb.is_none(), tb.map(str::trim)))
                 .then_with(|| {
                     if ta.is_none() && tb.is_none() {
                         ia.cmp(ib)
@@ -229,9 +229,4 @@ fn policy_mode(p: &PeerAuthentication) -> Option<EffectiveMtls> {
         .as_ref()
         .and_then(|m| m.mode)
         .and_then(EffectiveMtls::from_mode)
-}
-
-/// RFC 3339 timestamps compare as text once the zone is `Z`; Kubernetes always writes `Z`.
-fn normalize_timestamp(t: &str) -> String {
-    t.trim().to_owned()
 }

@@ -278,9 +278,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Compiles one value of a condition on a chain.
-type ValueCompiler = dyn Fn(&Ctx<'_>, &str) -> Result<Vec<Matcher>, ValueError>;
-
 /// Collects what a rule turned into on this chain, applying `checkError` (§6): "ALLOW ⇒ rule
 /// dropped, DENY/AUDIT ⇒ value dropped".
 struct RuleBuilder<'a> {
@@ -450,42 +447,32 @@ impl RuleBuilder<'_> {
     fn condition(&mut self, c: &Condition) -> Result<Option<FieldMatcher>, String> {
         let key = c.key.as_deref().unwrap_or_default();
         let label = format!("when[{key}]");
-        let compile: Box<ValueCompiler> = match ConditionKey::parse(key) {
-            ConditionKey::Simple(kind) => {
-                let label = label.clone();
-                Box::new(move |ctx: &Ctx<'_>, v: &str| ctx.compile_value(kind, &label, v))
+        let parsed = ConditionKey::parse(key);
+        if let ConditionKey::Unknown = parsed {
+            return Err(format!("unknown condition key `{key}`"));
+        }
+        let compile = |ctx: &Ctx<'_>, v: &str| -> Result<Vec<Matcher>, ValueError> {
+            match &parsed {
+                ConditionKey::Simple(kind) => ctx.compile_value(*kind, &label, v),
+                ConditionKey::Header(_) | ConditionKey::Claim(_) if !ctx.is_http => {
+                    Err(ValueError::HttpOnly(label.clone()))
+                }
+                ConditionKey::Header(name) => Ok(vec![Matcher::Header(
+                    name.as_str().into(),
+                    StringMatch::parse(v),
+                )]),
+                ConditionKey::Claim(path) => Ok(vec![Matcher::Claim(
+                    path.clone().into(),
+                    StringMatch::parse(v),
+                )]),
+                ConditionKey::Unsupported(why) => Err(ValueError::Invalid(why.clone())),
+                ConditionKey::Unknown => Err(ValueError::Invalid(format!(
+                    "unknown condition key `{key}`"
+                ))),
             }
-            ConditionKey::Header(name) => {
-                let label = label.clone();
-                Box::new(move |ctx: &Ctx<'_>, v: &str| {
-                    if !ctx.is_http {
-                        return Err(ValueError::HttpOnly(label.clone()));
-                    }
-                    Ok(vec![Matcher::Header(
-                        name.clone().into(),
-                        StringMatch::parse(v),
-                    )])
-                })
-            }
-            ConditionKey::Claim(path) => {
-                let label = label.clone();
-                Box::new(move |ctx: &Ctx<'_>, v: &str| {
-                    if !ctx.is_http {
-                        return Err(ValueError::HttpOnly(label.clone()));
-                    }
-                    Ok(vec![Matcher::Claim(
-                        path.clone().into(),
-                        StringMatch::parse(v),
-                    )])
-                })
-            }
-            ConditionKey::Unsupported(why) => {
-                Box::new(move |_: &Ctx<'_>, _: &str| Err(ValueError::Invalid(why.clone())))
-            }
-            ConditionKey::Unknown => return Err(format!("unknown condition key `{key}`")),
         };
-        let positive = self.values_with(&label, c.values.as_ref(), &compile);
-        let negative = self.values_with(&label, c.not_values.as_ref(), &compile);
+        let positive = self.values_with(&label, c.values.as_ref(), compile);
+        let negative = self.values_with(&label, c.not_values.as_ref(), compile);
         if positive.is_empty() && negative.is_empty() {
             return Ok(None);
         }
