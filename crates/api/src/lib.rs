@@ -15,6 +15,7 @@ pub mod path_template;
 pub mod policytest;
 pub mod resources;
 pub mod source;
+pub mod spiffe;
 pub mod validate;
 pub mod yaml;
 
@@ -24,3 +25,4 @@ pub use load::{
 };
 pub use resources::{Kind, Resource, ResourceId};
 pub use source::{FieldPath, Location, Origin};
+pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain, TrustDomains};
