@@ -14,6 +14,7 @@ pub mod ca;
 pub mod cert;
 pub mod crypto;
 pub mod pem;
+pub mod rotation;
 pub mod tls;
 pub mod workload;
 
@@ -21,5 +22,6 @@ pub use bundle::TrustBundle;
 pub use ca::{CaDir, CaError, CertificateAuthority, TtlPolicy, Validity};
 pub use cert::CertInfo;
 pub use meshward_api::spiffe::{SpiffeId, SpiffeIdError, TrustDomain, TrustDomains};
+pub use rotation::{CertManager, CertState, CertificateSource, LocalCa, RotationPolicy};
 pub use tls::{Credentials, MeshTls, PeerIdentityError};
 pub use workload::{CertificateRequest, KeyAlgorithm, WorkloadCertificate};

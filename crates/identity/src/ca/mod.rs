@@ -140,7 +140,12 @@ impl CertificateAuthority {
         lifetime: Duration,
     ) -> Result<Self, CaError> {
         let key = algorithm.generate()?;
-        let params = ca_params("meshward root CA", &trust_domain, lifetime, None)?;
+        // A key fingerprint in the name keeps two meshes' roots apart: with equal names a chain
+        // from the other mesh fails as a bad signature instead of as an unknown issuer, and
+        // `ca inspect` could not tell them apart.
+        let fingerprint = crate::crypto::sha256_hex(key.der_bytes());
+        let name = format!("meshward root CA {}", &fingerprint[..12]);
+        let params = ca_params(&name, &trust_domain, lifetime, None)?;
         let cert = params.self_signed(&key)?;
         let der = cert.der().clone();
         let key_pem = key.serialize_pem();

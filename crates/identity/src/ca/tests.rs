@@ -239,7 +239,8 @@ fn plugin_files_that_do_not_fit_together_are_refused() {
     // Both roots have the same subject, so the files look consistent until a probe certificate
     // fails to verify.
     assert!(
-        err.to_string().contains("does not verify against root-cert.pem"),
+        err.to_string()
+            .contains("does not verify against root-cert.pem"),
         "{err}"
     );
 }

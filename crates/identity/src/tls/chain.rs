@@ -77,7 +77,15 @@ fn pki_error(error: webpki::Error) -> Error {
         }
         E::InvalidCertValidity => CertificateError::Expired.into(),
         E::UnknownIssuer => CertificateError::UnknownIssuer.into(),
-        E::InvalidSignatureForPublicKey => CertificateError::BadSignature.into(),
+        // A chain signed by a key no trusted root holds, under a trusted root's name: another
+        // CA that happens to use the same subject. Say so rather than "bad signature".
+        E::InvalidSignatureForPublicKey => CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(WebPkiError(
+                "unknown issuer: the chain is signed by a key that no trusted root holds (a different CA with the same name?)"
+                    .to_owned(),
+            )),
+        ))
+        .into(),
         E::CertRevoked => CertificateError::Revoked.into(),
         E::BadDer | E::BadDerTime | E::TrailingData(_) => CertificateError::BadEncoding.into(),
         other => CertificateError::Other(rustls::OtherError(std::sync::Arc::new(WebPkiError(
@@ -97,3 +105,38 @@ impl std::fmt::Display for WebPkiError {
 }
 
 impl std::error::Error for WebPkiError {}
+
+/// A handshake or verification error in words: rustls prints its own context-carrying errors
+/// well but shows wrapped errors (trust domain, identity mismatch) in debug form; this unwraps
+/// them. Accepts the `io::Error` tokio-rustls returns.
+pub fn describe_tls_error(error: &std::io::Error) -> String {
+    // tokio-rustls may wrap the rustls error in more than one io::Error layer.
+    let mut current = error;
+    loop {
+        let Some(inner) = current.get_ref() else {
+            return current.to_string();
+        };
+        if let Some(tls) = inner.downcast_ref::<Error>() {
+            return describe_rustls_error(tls);
+        }
+        match inner.downcast_ref::<std::io::Error>() {
+            Some(io) => current = io,
+            None => return current.to_string(),
+        }
+    }
+}
+
+/// [`describe_tls_error`] for a `rustls::Error`.
+pub fn describe_rustls_error(error: &Error) -> String {
+    match error {
+        Error::InvalidCertificate(CertificateError::Other(other)) => {
+            format!("invalid peer certificate: {other}")
+        }
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "invalid peer certificate: unknown issuer (the chain does not lead to a trusted root)"
+                .to_owned()
+        }
+        Error::NoCertificatesPresented => "the peer presented no certificate".to_owned(),
+        other => other.to_string(),
+    }
+}

@@ -18,7 +18,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
-pub use chain::{Usage, verify_chain};
+pub use chain::{Usage, describe_rustls_error, describe_tls_error, verify_chain};
 pub use credentials::{ActiveCert, ActiveRoots, Credentials};
 pub use identity_error::PeerIdentityError;
 pub use verifier::{SpiffeClientVerifier, SpiffeServerVerifier, peer_certificate};
