@@ -34,14 +34,18 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Run PolicyTests (offline, with the decision engine).
     Test(commands::test::TestArgs),
+    /// A local certificate authority: create it, issue workload certificates, inspect PEM files.
+    Ca(commands::ca::CaArgs),
 }
 
 fn main() -> ExitCode {
+    meshward_identity::crypto::install_default_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { files, output } => commands::validate::run(&files, output),
         Command::Check(args) => commands::check::run(&args),
         Command::Test(args) => commands::test::run(&args),
+        Command::Ca(args) => commands::ca::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -39,3 +39,39 @@ pub(crate) fn paint(text: &str, code: &str) -> String {
         text.to_owned()
     }
 }
+
+/// A borderless table in `istioctl` style. Colour follows [`color_enabled`] rather than
+/// comfy-table's own terminal check, so NO_COLOR and pipes behave as everywhere else.
+pub(crate) fn table() -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    if color_enabled() {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
+    table
+}
+
+/// Prints `table` with every line indented by `indent`; columns are separated by two spaces and
+/// trailing padding is dropped.
+pub(crate) fn print_table(table: &mut comfy_table::Table, indent: &str) {
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    for line in table.lines() {
+        println!("{indent}{}", line.trim_end());
+    }
+}
+
+/// A cell painted green when `good`, red otherwise.
+pub(crate) fn verdict_cell(text: &str, good: bool) -> comfy_table::Cell {
+    let color = if good {
+        comfy_table::Color::Green
+    } else {
+        comfy_table::Color::Red
+    };
+    comfy_table::Cell::new(text).fg(color)
+}

@@ -373,7 +373,7 @@ impl CertificateAuthority {
         let key = algorithm.generate()?;
         let mut params = ca_params(common_name, &self.trust_domain, lifetime, Some(0))?;
         let not_after = self.signing_not_after();
-        params.not_after = params.not_after.min(time::OffsetDateTime::from(not_after));
+        params.not_after = params.not_after.min(x509_time(not_after));
         let cert = params.signed_by(&key, &self.issuer)?;
         let mut chain = vec![cert.der().clone()];
         chain.extend(self.chain_after_leaf.iter().cloned());
@@ -405,7 +405,7 @@ impl CertificateAuthority {
         };
         Ok(Validity {
             not_before: now - CLOCK_SKEW_GRACE,
-            not_after: now + ttl,
+            not_after: now.checked_add(ttl).unwrap_or(now),
         })
     }
 
@@ -451,8 +451,8 @@ impl CertificateAuthority {
         params.is_ca = IsCa::ExplicitNoCa;
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
-        params.not_before = time::OffsetDateTime::from(validity.not_before);
-        params.not_after = time::OffsetDateTime::from(validity.not_after.min(signer_expiry));
+        params.not_before = x509_time(validity.not_before);
+        params.not_after = x509_time(validity.not_after.min(signer_expiry));
         let leaf = params.signed_by(public_key, &self.issuer)?;
         let mut chain = Vec::with_capacity(1 + self.chain_after_leaf.len());
         chain.push(leaf.der().clone());
@@ -484,9 +484,21 @@ fn ca_params(
     ];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    params.not_before = time::OffsetDateTime::from(now - CLOCK_SKEW_GRACE);
-    params.not_after = time::OffsetDateTime::from(now + lifetime);
+    params.not_before = x509_time(now - CLOCK_SKEW_GRACE);
+    params.not_after = x509_time(now.checked_add(lifetime).unwrap_or(now));
     Ok(params)
+}
+
+/// A certificate time, clamped below the end of year 9999 (what X.509 and the timestamp types
+/// used to read certificates back can express), so an absurd lifetime becomes "never expires" in
+/// practice instead of an overflow.
+fn x509_time(t: SystemTime) -> time::OffsetDateTime {
+    let max = time::macros::datetime!(9999-12-30 00:00:00 UTC);
+    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    time::OffsetDateTime::from_unix_timestamp(secs).map_or(max, |dt| dt.min(max))
 }
 
 fn random_serial() -> SerialNumber {

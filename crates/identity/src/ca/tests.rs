@@ -236,13 +236,7 @@ fn plugin_files_that_do_not_fit_together_are_refused() {
         other.root_cert.as_bytes(),
     )
     .unwrap_err();
-    // Both roots have the same subject, so the files look consistent until a probe certificate
-    // fails to verify.
-    assert!(
-        err.to_string()
-            .contains("does not verify against root-cert.pem"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not in root-cert.pem"), "{err}");
 }
 
 #[test]
@@ -291,5 +285,19 @@ fn store_accepts_kubernetes_tls_secret_names() {
     assert!(
         missing.to_string().contains("missing ca-cert.pem"),
         "{missing}"
+    );
+}
+
+#[test]
+fn an_absurd_root_lifetime_is_clamped_not_a_panic() {
+    let ca = CertificateAuthority::generate_root(
+        td(),
+        KeyAlgorithm::EcdsaP256,
+        Duration::from_secs(u64::MAX / 4),
+    )
+    .unwrap();
+    assert_eq!(
+        ca.signing_cert().not_after.to_string(),
+        "9999-12-30T00:00:00Z"
     );
 }
