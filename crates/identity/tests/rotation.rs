@@ -78,10 +78,9 @@ async fn wait_for_generation(manager: &CertManager, generation: u64) -> String {
                 cert,
                 generation: g,
             } = &*rx.borrow_and_update()
+                && *g >= generation
             {
-                if *g >= generation {
-                    return cert.leaf().serial.clone();
-                }
+                return cert.leaf().serial.clone();
             }
             rx.changed().await.unwrap();
         }

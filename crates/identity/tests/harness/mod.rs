@@ -122,13 +122,20 @@ pub async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> E
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
     let server_side = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(tcp).await.map_err(|e| describe_tls_error(&e))?;
+        let mut tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| describe_tls_error(&e))?;
         let peer = peer_certificate(tls.get_ref().1.peer_certificates())
             .and_then(|c| c.uri_sans.first().cloned())
             .unwrap_or_default();
         let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| describe_tls_error(&e))?;
-        tls.write_all(b"pong").await.map_err(|e| describe_tls_error(&e))?;
+        tls.read_exact(&mut buf)
+            .await
+            .map_err(|e| describe_tls_error(&e))?;
+        tls.write_all(b"pong")
+            .await
+            .map_err(|e| describe_tls_error(&e))?;
         tls.shutdown().await.map_err(|e| e.to_string())?;
         Ok::<_, String>(peer)
     });
@@ -144,9 +151,13 @@ pub async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> E
         let peer = peer_certificate(tls.get_ref().1.peer_certificates())
             .and_then(|c| c.uri_sans.first().cloned())
             .unwrap_or_default();
-        tls.write_all(b"ping").await.map_err(|e| describe_tls_error(&e))?;
+        tls.write_all(b"ping")
+            .await
+            .map_err(|e| describe_tls_error(&e))?;
         let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| describe_tls_error(&e))?;
+        tls.read_exact(&mut buf)
+            .await
+            .map_err(|e| describe_tls_error(&e))?;
         Ok::<_, String>((peer, alpn))
     };
     let client = tokio::time::timeout(std::time::Duration::from_secs(10), client_side)
