@@ -7,13 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use meshward_api::resources::Resource;
 use meshward_api::resources::networking::TlsMode;
 
-use crate::attributes::{Attributes, HttpAttributes};
-use crate::authz::{AuthzDecision, AuthzIndex, PolicyTrace, WorkloadAuthz};
+use crate::authz::{AuthzDecision, AuthzIndex, PolicyTrace};
 use crate::client_tls::{ClientTls, ClientTlsInput, DestinationRuleIndex, decide_client_tls};
+use crate::inbound::{HttpVerdict, InboundConnection, InboundPolicy, InboundRequest};
 use crate::inventory::{Inventory, ResolveError, ServiceDef, Workload};
-use crate::jwt::{JwtOutcome, JwtRequest};
 use crate::mesh::MeshSettings;
-use crate::path::{PathRejection, normalize_path};
+use crate::path::PathRejection;
 use crate::peer_authn::{EffectiveMtls, PeerAuthnIndex};
 use crate::request_authn::RequestAuthnIndex;
 
@@ -501,105 +500,54 @@ impl Mesh {
             .source_address
             .or(client.map(|c| c.address))
             .unwrap_or(DEFAULT_CLIENT_ADDRESS);
-        let authz = self.authz.for_workload(endpoint.selector_view());
+        // The server side runs exactly what the endpoint's sidecar runs.
+        let inbound = InboundPolicy::new(self, endpoint);
+        let conn = InboundConnection {
+            source_ip: src_ip,
+            destination_ip: endpoint.address,
+            destination_port: r.endpoint_port,
+            peer: peer.as_deref(),
+            sni: &sni,
+        };
         if !is_http {
-            let attrs = Attributes {
-                src_ip,
-                remote_ip: src_ip,
-                dst_ip: endpoint.address,
-                dst_port: r.endpoint_port,
-                peer: peer.as_deref(),
-                sni: &sni,
-                http: None,
-            };
-            return Ok(out.authorize(&authz, &attrs, explain));
+            let decision = inbound.authorize_tcp(&conn);
+            if explain {
+                out.trace = inbound.explain_tcp(&conn);
+            }
+            return Ok(out.authorized(decision));
         }
         // --- HTTP ---
         let req = traffic.request.clone().unwrap_or_default();
         let method = req.method.clone().unwrap_or_else(|| "GET".to_owned());
         let raw_path = req.path.clone().unwrap_or_else(|| "/".to_owned());
         let authority = req.host.clone().unwrap_or(r.default_authority.clone());
-        let path = match normalize_path(&raw_path, self.settings.path_normalization) {
-            Ok(p) => p,
-            Err(rejection) => return Ok(out.bad_request(&rejection)),
-        };
-        let (authn, _errors) = self.request_authn.authenticator(endpoint.selector_view());
-        let mut headers = req.headers.clone();
-        let jwt_outcome = if authn.is_empty() {
-            None
-        } else {
-            Some(authn.authenticate(
-                &JwtRequest {
-                    method: &method,
-                    path: &raw_path,
-                    headers: &headers,
-                },
-                traffic.now_unix,
-            ))
-        };
-        let mut payload = None;
-        match jwt_outcome {
-            None => {}
-            Some(JwtOutcome::NoToken(mutations)) => {
-                // jwt_authn runs before RBAC: authorization sees the request as jwt_authn left it.
-                mutations.apply(&mut headers);
-                out.jwt = Some(JwtStep {
-                    summary: "no token in any configured location: continues unauthenticated"
-                        .to_owned(),
-                    principal: None,
-                    status: None,
-                });
+        let decision = inbound.authorize_http(
+            &conn,
+            InboundRequest {
+                method: &method,
+                path: &raw_path,
+                authority: &authority,
+                headers: req.headers.clone(),
+                now_unix: traffic.now_unix,
+            },
+            explain,
+        );
+        out.jwt = decision.jwt;
+        out.trace = decision.trace;
+        Ok(match decision.verdict {
+            HttpVerdict::Forward { decision, .. } | HttpVerdict::Deny { decision } => {
+                out.authorized(decision)
             }
-            Some(JwtOutcome::Rejected(rejection)) => {
-                out.jwt = Some(JwtStep {
-                    summary: rejection.message.to_string(),
-                    principal: None,
-                    status: Some(rejection.status),
-                });
+            HttpVerdict::Unauthenticated(rejection) => {
                 out.verdict = Verdict::Unauthenticated;
                 out.reason = format!(
                     "RequestAuthentication rejected the token: {} (HTTP {})",
                     rejection.message, rejection.status
                 );
-                return Ok(out);
+                out
             }
-            Some(JwtOutcome::Verified(verified)) => {
-                let iss = verified
-                    .payload
-                    .get("iss")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default();
-                let sub = verified
-                    .payload
-                    .get("sub")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default();
-                out.jwt = Some(JwtStep {
-                    summary: "token verified".to_owned(),
-                    principal: Some(format!("{iss}/{sub}")),
-                    status: None,
-                });
-                verified.headers.apply(&mut headers);
-                payload = Some(verified.payload);
-            }
-        }
-        let remote_ip = self.remote_ip(gateway, src_ip, &headers);
-        let attrs = Attributes {
-            src_ip,
-            remote_ip,
-            dst_ip: endpoint.address,
-            dst_port: r.endpoint_port,
-            peer: peer.as_deref(),
-            sni: &sni,
-            http: Some(HttpAttributes {
-                method: &method,
-                authority: &authority,
-                path: &path,
-                headers: &headers,
-                jwt: payload.as_ref(),
-            }),
-        };
-        Ok(out.authorize(&authz, &attrs, explain))
+            HttpVerdict::BadRequest(rejection) => out.bad_request(&rejection),
+        })
     }
 
     /// authentication.md §2.4: which transports find a filter chain under each mode, and the
@@ -647,30 +595,6 @@ impl Mesh {
             }
         }
     }
-
-    /// authorization.md §4.6: gateways trust `numTrustedProxies` X-Forwarded-For hops; sidecars
-    /// take the right-most X-Forwarded-For address when the header is present.
-    fn remote_ip(&self, gateway: bool, peer: IpAddr, headers: &[(String, String)]) -> IpAddr {
-        let xff: Vec<IpAddr> = headers
-            .iter()
-            .filter(|(n, _)| n == "x-forwarded-for")
-            .flat_map(|(_, v)| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        if gateway {
-            let n = self.settings.num_trusted_proxies as usize;
-            if n == 0 {
-                return peer;
-            }
-            return xff
-                .len()
-                .checked_sub(n)
-                .and_then(|i| xff.get(i))
-                .copied()
-                .unwrap_or(peer);
-        }
-        xff.last().copied().unwrap_or(peer)
-    }
 }
 
 impl Outcome {
@@ -686,16 +610,7 @@ impl Outcome {
         self
     }
 
-    fn authorize(
-        mut self,
-        authz: &WorkloadAuthz,
-        attrs: &Attributes<'_>,
-        explain: bool,
-    ) -> Outcome {
-        let decision = authz.evaluate(attrs);
-        if explain {
-            self.trace = authz.explain(attrs);
-        }
+    fn authorized(mut self, decision: AuthzDecision) -> Outcome {
         self.verdict = if decision.allowed {
             Verdict::Allow
         } else {

@@ -17,6 +17,7 @@ pub mod authz;
 pub mod client_tls;
 pub mod decision;
 pub mod flow;
+pub mod inbound;
 pub mod inventory;
 pub mod jwt;
 pub mod matcher;
@@ -27,4 +28,5 @@ pub mod request_authn;
 
 pub use attributes::{Attributes, HttpAttributes};
 pub use flow::{Client, HttpRequest, Mesh, Outcome, Target, Traffic, Verdict};
+pub use inbound::{HttpDecision, HttpVerdict, InboundConnection, InboundPolicy, InboundRequest};
 pub use mesh::MeshSettings;
