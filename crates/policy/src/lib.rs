@@ -16,6 +16,7 @@ pub mod attributes;
 pub mod authz;
 pub mod client_tls;
 pub mod decision;
+pub mod declared;
 pub mod flow;
 pub mod inbound;
 pub mod inventory;

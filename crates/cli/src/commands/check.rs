@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use meshward_api::{LoadedResource, load_paths};
+use meshward_api::load_paths;
 use meshward_policy::authz::{PolicyTrace, RuleOutcome};
 use meshward_policy::flow::Transport;
 use meshward_policy::{Client, HttpRequest, Outcome, Target, Traffic, Verdict};
@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use crate::commands::validate::print_diagnostic;
 use crate::output::{Format, paint, print_structured};
-use crate::policytest::build_mesh;
 
 /// `meshward check` arguments.
 #[derive(Debug, clap::Args)]
@@ -248,26 +247,7 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     // Workloads and services declared in PolicyTests join the inventory, so a test file can be
     // explored case by case.
-    let mut resources: Vec<LoadedResource> = report.resources.clone();
-    let mut spec = meshward_api::policytest::PolicyTest {
-        api_version: meshward_api::policytest::POLICY_TEST_API_VERSION.to_owned(),
-        kind: "PolicyTest".to_owned(),
-        metadata: Default::default(),
-        spec: Default::default(),
-    };
-    for t in &report.tests {
-        resources.extend(t.resources.iter().cloned());
-        spec.spec
-            .workloads
-            .extend(t.test.spec.workloads.iter().cloned());
-        spec.spec
-            .services
-            .extend(t.test.spec.services.iter().cloned());
-        if spec.spec.mesh_config.is_none() {
-            spec.spec.mesh_config = t.test.spec.mesh_config.clone();
-        }
-    }
-    let mesh = build_mesh(&spec, &resources)?;
+    let mesh = meshward_policy::declared::mesh_from_report(&report)?;
     let client = if let Some(w) = &args.from {
         Client::Workload(w.clone())
     } else if let Some(p) = &args.principal {
