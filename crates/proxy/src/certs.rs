@@ -43,9 +43,9 @@ pub enum CertSourceError {
         /// The directory.
         dir: PathBuf,
         /// The identity of this proxy's workload.
-        expected: SpiffeId,
+        expected: Box<SpiffeId>,
         /// The identity in the certificate.
-        found: SpiffeId,
+        found: Box<SpiffeId>,
     },
 }
 
@@ -72,7 +72,11 @@ pub fn read_cert_dir(dir: &Path) -> Result<WorkloadCertificate, CertSourceError>
         let path = dir.join(name);
         std::fs::read(&path).map_err(|source| CertSourceError::Io { path, source })
     };
-    let (key, chain, roots) = (read("key.pem")?, read("cert-chain.pem")?, read("root-cert.pem")?);
+    let (key, chain, roots) = (
+        read("key.pem")?,
+        read("cert-chain.pem")?,
+        read("root-cert.pem")?,
+    );
     WorkloadCertificate::from_pem(&key, &chain, &roots).map_err(|e| CertSourceError::Invalid {
         dir: dir.to_owned(),
         detail: e.to_string(),
@@ -88,14 +92,15 @@ pub fn from_cert_dir(
     if cert.identity() != identity {
         return Err(CertSourceError::WrongIdentity {
             dir,
-            expected: identity.clone(),
-            found: cert.identity().clone(),
+            expected: Box::new(identity.clone()),
+            found: Box::new(cert.identity().clone()),
         });
     }
-    let credentials = Credentials::with_certificate(cert).map_err(|e| CertSourceError::Invalid {
-        dir: dir.clone(),
-        detail: e.to_string(),
-    })?;
+    let credentials =
+        Credentials::with_certificate(cert).map_err(|e| CertSourceError::Invalid {
+            dir: dir.clone(),
+            detail: e.to_string(),
+        })?;
     let watched = credentials.clone();
     let expected = identity.clone();
     let task = tokio::spawn(async move {
@@ -116,7 +121,9 @@ pub fn from_cert_dir(
                             watched.set_roots(roots);
                             tracing::info!(%serial, "reloaded the workload certificate from {}", dir.display());
                         }
-                        Err(e) => tracing::error!(error = %e, "the new certificate files are unusable; keeping the current certificate"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "the new certificate files are unusable; keeping the current certificate")
+                        }
                     }
                 }
                 Ok(cert) => tracing::error!(
@@ -126,7 +133,9 @@ pub fn from_cert_dir(
                 ),
                 // Files are often rewritten one at a time: a half-written set is retried at the
                 // next change.
-                Err(e) => tracing::warn!(error = %e, "certificate files changed but cannot be used yet"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "certificate files changed but cannot be used yet")
+                }
             }
         }
     });
@@ -149,7 +158,11 @@ pub async fn from_ca_dir(
     let roots: TrustBundle = ca.trust_bundle().clone();
     let credentials = Credentials::new(roots);
     let source = LocalCa::new(Arc::new(ca), identity.clone(), KeyAlgorithm::EcdsaP256, ttl);
-    let manager = CertManager::spawn(Arc::new(source), credentials.clone(), RotationPolicy::default());
+    let manager = CertManager::spawn(
+        Arc::new(source),
+        credentials.clone(),
+        RotationPolicy::default(),
+    );
     manager.ready().await;
     Ok((credentials, CertSource::Ca(manager)))
 }
@@ -157,6 +170,10 @@ pub async fn from_ca_dir(
 fn modified(dir: &Path) -> Vec<Option<SystemTime>> {
     ["key.pem", "cert-chain.pem", "root-cert.pem"]
         .iter()
-        .map(|f| std::fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
+        .map(|f| {
+            std::fs::metadata(dir.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
         .collect()
 }

@@ -52,10 +52,12 @@ pub fn watch(
             }
             last = now;
             let version = state.load().version + 1;
-            let built = load_mesh(&paths).map_err(|e| e.to_string()).and_then(|mesh| {
-                crate::state::ProxyState::build(mesh, &namespace, &name, version)
-                    .map_err(|e| e.to_string())
-            });
+            let built = load_mesh(&paths)
+                .map_err(|e| e.to_string())
+                .and_then(|mesh| {
+                    crate::state::ProxyState::build(mesh, &namespace, &name, version)
+                        .map_err(|e| e.to_string())
+                });
             match built {
                 Ok(new) => {
                     tracing::info!(version, "configuration reloaded");

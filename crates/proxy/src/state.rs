@@ -45,13 +45,20 @@ pub struct ProxyState {
 
 impl ProxyState {
     /// Compiles the state of workload `namespace/name` in `mesh`.
-    pub fn build(mesh: Mesh, namespace: &str, name: &str, version: u64) -> Result<Self, StateError> {
-        let workload = mesh.inventory.workload(namespace, name).cloned().ok_or_else(|| {
-            StateError::UnknownWorkload {
+    pub fn build(
+        mesh: Mesh,
+        namespace: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<Self, StateError> {
+        let workload = mesh
+            .inventory
+            .workload(namespace, name)
+            .cloned()
+            .ok_or_else(|| StateError::UnknownWorkload {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
-            }
-        })?;
+            })?;
         let settings = &mesh.settings;
         let primary = TrustDomain::sanitized(&settings.trust_domain)?;
         let aliases = settings
@@ -59,7 +66,11 @@ impl ProxyState {
             .iter()
             .map(|a| TrustDomain::sanitized(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let identity = SpiffeId::new(primary.clone(), &workload.namespace, &workload.service_account)?;
+        let identity = SpiffeId::new(
+            primary.clone(),
+            &workload.namespace,
+            &workload.service_account,
+        )?;
         let inbound = InboundPolicy::new(&mesh, &workload);
         Ok(Self {
             version,

@@ -60,15 +60,26 @@ async fn a_bad_change_is_refused_and_a_good_one_takes_effect() {
     std::fs::write(dir.path().join("mesh.yaml"), WORKLOADS).unwrap();
     let paths = vec![dir.path().to_owned()];
     let state = ProxyState::build(load_mesh(&paths).unwrap(), "foo", "httpbin", 1).unwrap();
-    assert_eq!(state.identity.uri(), "spiffe://cluster.local/ns/foo/sa/httpbin");
+    assert_eq!(
+        state.identity.uri(),
+        "spiffe://cluster.local/ns/foo/sa/httpbin"
+    );
     assert!(state.inbound.authz().policies().is_empty());
     let handle = StateHandle::new(state);
-    let watcher = watch(paths.clone(), "foo".into(), "httpbin".into(), handle.clone());
+    let watcher = watch(
+        paths.clone(),
+        "foo".into(),
+        "httpbin".into(),
+        handle.clone(),
+    );
 
     // An invalid policy is refused; nothing changes.
     std::fs::write(dir.path().join("policy.yaml"), BROKEN).unwrap();
     let err = load_mesh(&paths).unwrap_err().to_string();
-    assert!(err.contains("policy.yaml") && err.contains("actoin"), "{err}");
+    assert!(
+        err.contains("policy.yaml") && err.contains("actoin"),
+        "{err}"
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(handle.load().version, 1);
 
@@ -85,5 +96,8 @@ fn an_undeclared_workload_is_an_error() {
     std::fs::write(dir.path().join("mesh.yaml"), WORKLOADS).unwrap();
     let mesh = load_mesh(&[dir.path().to_owned()]).unwrap();
     let err = ProxyState::build(mesh, "foo", "nope", 1).unwrap_err();
-    assert_eq!(err.to_string(), "workload foo/nope is not declared in the configuration");
+    assert_eq!(
+        err.to_string(),
+        "workload foo/nope is not declared in the configuration"
+    );
 }
