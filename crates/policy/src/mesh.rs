@@ -19,6 +19,12 @@ pub struct MeshSettings {
     pub path_normalization: PathNormalization,
     /// `defaultConfig.gatewayTopology.numTrustedProxies`, default 0.
     pub num_trusted_proxies: u32,
+    /// `accessLogFile`: `""` (off), `/dev/stdout`, or a file path (authentication.md §6.1).
+    pub access_log_file: String,
+    /// `accessLogEncoding`: `TEXT` (default) or `JSON`.
+    pub access_log_encoding: String,
+    /// `accessLogFormat`: `""` means Istio's default format.
+    pub access_log_format: String,
 }
 
 impl Default for MeshSettings {
@@ -30,6 +36,9 @@ impl Default for MeshSettings {
             enable_auto_mtls: true,
             path_normalization: PathNormalization::Base,
             num_trusted_proxies: 0,
+            access_log_file: String::new(),
+            access_log_encoding: "TEXT".to_owned(),
+            access_log_format: String::new(),
         }
     }
 }
@@ -74,6 +83,13 @@ impl MeshSettings {
                 .and_then(|d| d.gateway_topology.as_ref())
                 .and_then(|g| g.num_trusted_proxies)
                 .unwrap_or(0),
+            access_log_file: config.access_log_file.clone().unwrap_or_default(),
+            access_log_encoding: config
+                .access_log_encoding
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or(defaults.access_log_encoding),
+            access_log_format: config.access_log_format.clone().unwrap_or_default(),
         }
     }
 
