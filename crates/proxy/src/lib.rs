@@ -10,4 +10,5 @@
 pub mod certs;
 pub mod config;
 pub mod observe;
+pub mod outbound;
 pub mod state;
