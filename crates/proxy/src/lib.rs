@@ -9,6 +9,9 @@
 
 pub mod certs;
 pub mod config;
+pub mod inbound;
 pub mod observe;
 pub mod outbound;
+pub mod run;
 pub mod state;
+pub mod telemetry;

@@ -1,5 +1,142 @@
-//! `meshward-proxy`: the sidecar binary.
+//! `meshward-proxy`: the sidecar binary. Local mode: configuration from files (the same
+//! manifests `meshward check` reads), certificates from `meshward ca issue` files or a CA
+//! directory.
 
-fn main() {
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use meshward_proxy::run::{CertOrigin, InboundOption, ProxyOptions, run};
+
+/// The meshward sidecar: mTLS, PeerAuthentication, authorization and JWT on a workload's traffic.
+#[derive(Debug, Parser)]
+#[command(name = "meshward-proxy", version, about)]
+struct Args {
+    /// The workload this proxy serves, as NAMESPACE/NAME (declared in the configuration).
+    #[arg(long)]
+    workload: String,
+    /// Configuration files or folders (Kubernetes and Istio manifests, `workloads` declarations);
+    /// re-read when they change.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Directory with key.pem, cert-chain.pem and root-cert.pem (from `meshward ca issue`).
+    #[arg(long, conflicts_with = "ca_dir")]
+    cert_dir: Option<PathBuf>,
+    /// CA directory (from `meshward ca init`): the proxy issues and rotates its own certificate.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Certificate lifetime when issuing from --ca-dir, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    cert_ttl: Option<u64>,
+    /// Receive inbound traffic redirected by iptables on this address (Istio's 15006), instead
+    /// of one listener per workload port.
+    #[arg(long, value_name = "ADDR")]
+    inbound_capture: Option<SocketAddr>,
+    /// Address for the per-port inbound listeners (default: the workload's address).
+    #[arg(long, value_name = "IP", conflicts_with = "inbound_capture")]
+    inbound_ip: Option<IpAddr>,
+    /// Where the application listens (it serves the workload's ports on this address).
+    #[arg(long, default_value = "127.0.0.1")]
+    app_host: IpAddr,
+    /// Explicit HTTP proxy for outbound traffic (absolute-form requests and CONNECT).
+    #[arg(long, value_name = "ADDR")]
+    http_proxy: Option<SocketAddr>,
+    /// Receive outbound traffic redirected by iptables on this address (Istio's 15001).
+    #[arg(long, value_name = "ADDR")]
+    outbound_capture: Option<SocketAddr>,
+    /// Admin server (/ready, /stats/prometheus, /config_dump, /certs).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// Log lines as JSON.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
     meshward_identity::crypto::install_default_provider();
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let Some((namespace, name)) = args.workload.split_once('/') else {
+        eprintln!(
+            "error: --workload {}: expected NAMESPACE/NAME",
+            args.workload
+        );
+        return ExitCode::from(2);
+    };
+    let certs = match (&args.cert_dir, &args.ca_dir) {
+        (Some(dir), _) => CertOrigin::Files(dir.clone()),
+        (None, Some(dir)) => CertOrigin::CaDir {
+            dir: dir.clone(),
+            ttl: args.cert_ttl.map(Duration::from_secs),
+        },
+        (None, None) => {
+            eprintln!("error: give the workload certificate: --cert-dir DIR or --ca-dir DIR");
+            return ExitCode::from(2);
+        }
+    };
+    let options = ProxyOptions {
+        workload: (namespace.to_owned(), name.to_owned()),
+        files: args.files,
+        certs,
+        inbound: match args.inbound_capture {
+            Some(addr) => InboundOption::Capture(addr),
+            None => InboundOption::PerPort(args.inbound_ip),
+        },
+        app_host: args.app_host,
+        http_proxy: args.http_proxy,
+        outbound_capture: args.outbound_capture,
+        admin: args.admin,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (what Kubernetes and `meshward down` send) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,0 +1,434 @@
+//! The HTTP chain: HTTP/1.1 and HTTP/2 (gRPC included) served over the plaintext or mTLS stream,
+//! each request run through `jwt_authn` → RBAC (`InboundPolicy::authorize_http`) and then either
+//! forwarded to the application or answered locally.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use jiff::Timestamp;
+use meshward_policy::inventory::Protocol;
+use meshward_policy::{HttpVerdict, InboundRequest};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Shared;
+use super::body::{RequestBody, ResponseBody, grpc_status};
+use super::conn::Conn;
+use super::drain::Drain;
+use super::event::{AuthzVerdict, EventGuard, flags};
+use super::reply::{self, local_reply};
+use super::xfcc;
+
+/// Request headers copied into events (the default access-log format and metrics read them).
+const LOGGED_HEADERS: [&str; 3] = ["user-agent", "x-request-id", "x-forwarded-for"];
+
+/// authentication.md §5.5: "path = original path incl. query, truncated to 256 chars".
+const REALM_PATH_MAX: usize = 256;
+
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Serves HTTP on `io` until the client closes, or shutdown.
+pub(crate) async fn serve<I>(io: I, conn: Arc<Conn>, shared: Arc<Shared>, drain: Drain)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let conn = conn.clone();
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req| {
+            let conn = conn.clone();
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) }
+        })
+    };
+    // The negotiated ALPN fixes the protocol; without one (plaintext, or an `istio` value)
+    // the HTTP/2 preface is sniffed.
+    let negotiated = conn.peer.as_ref().and_then(|p| p.alpn.as_deref());
+    let mut builder = match negotiated {
+        Some(b"h2") => auto::Builder::new(TokioExecutor::new()).http2_only(),
+        Some(b"http/1.1") => auto::Builder::new(TokioExecutor::new()).http1_only(),
+        _ => auto::Builder::new(TokioExecutor::new()),
+    };
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.timeouts.header_read);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let mut draining = drain.clone();
+    let mut closing = drain;
+    let mut changes = shared.state.subscribe();
+    let mut watching = true;
+    let mut graceful = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(remote = %conn.remote, dst = %conn.dst, error = %e, "inbound HTTP connection ended with an error");
+                }
+                return;
+            }
+            () = draining.draining(), if !graceful => {
+                // Idle HTTP/1 connections close now, busy ones after their response; HTTP/2
+                // clients get GOAWAY and finish their streams.
+                connection.as_mut().graceful_shutdown();
+                graceful = true;
+            }
+            changed = changes.changed(), if watching && !graceful => {
+                // Every request reads the current state, so authorization changes apply to the
+                // next request by themselves. A PeerAuthentication change that leaves this
+                // connection without a chain (plaintext on a port now STRICT, mTLS on a port now
+                // DISABLE) closes it the way Envoy drains connections of a removed chain.
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let mode = shared.state.load().inbound.mtls_mode(conn.dst.port());
+                if !conn.admitted_by(mode) {
+                    tracing::info!(remote = %conn.remote, dst = %conn.dst, mode = mode.as_str(), "inbound HTTP connection closing: its PeerAuthentication chain is gone");
+                    connection.as_mut().graceful_shutdown();
+                    graceful = true;
+                }
+            }
+            () = closing.closed() => return,
+        }
+    }
+}
+
+/// One request: authorize, then forward or answer locally.
+async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let mut event = conn.event(Timestamp::now());
+    let (mut parts, body) = req.into_parts();
+    event.protocol = Some(match parts.version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    });
+    for name in LOGGED_HEADERS {
+        if let Some(v) = parts.headers.get(name) {
+            event.request_headers.push((
+                name.to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
+        }
+    }
+    let grpc = reply::is_grpc(&parts.headers);
+    // Envoy sets `x-forwarded-proto` (and `:scheme` when absent) from the downstream transport.
+    let scheme = if conn.peer.is_some() { "https" } else { "http" };
+
+    // The connection manager rewrites these before any filter runs, so JWT and RBAC (header
+    // conditions included) see the request as the application will.
+    strip_hop_by_hop(&mut parts.headers);
+    // authentication.md §1.9 (APPEND_FORWARD; removed on plaintext).
+    xfcc::apply(&mut parts.headers, conn.xfcc.as_ref());
+    // The client is not a trusted proxy (`xff_num_trusted_hops: 0`), so its value is replaced.
+    parts
+        .headers
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = request_authority(&parts.uri, &parts.headers);
+    event.method = Some(parts.method.as_str().to_owned());
+    event.path = Some(path.to_owned());
+    event.authority = Some(authority.to_owned());
+    let realm = realm(&parts.uri, scheme, authority, path);
+
+    let state = shared.state.load();
+    let port = conn.dst.port();
+    // Envoy keeps HTTP/1.1 `Host` as `:authority`, never as a header, so policies see it only
+    // as the authority.
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != HOST)
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let decision = state.inbound.authorize_http(
+        &conn.inbound_connection(),
+        InboundRequest {
+            method: parts.method.as_str(),
+            path,
+            authority,
+            headers,
+            now_unix: Timestamp::now().as_second(),
+        },
+        false,
+    );
+    event.request_principal = decision.jwt.as_ref().and_then(|j| j.principal.clone());
+    let mut guard = EventGuard::new(event, shared.events.clone(), started);
+
+    match decision.verdict {
+        HttpVerdict::Forward {
+            headers,
+            path,
+            decision,
+        } => {
+            if let Some(event) = guard.event() {
+                event.set_authz(decision);
+            }
+            // Without RequestAuthentication the policy returns the headers untouched, so the
+            // request's own header map (with its exact bytes) is kept.
+            if !state.inbound.jwt().is_empty() {
+                parts.headers = header_map(headers, parts.headers.get(HOST));
+            }
+            // authorization.md §7.1: normalization happens "before routing and authz; the
+            // backend sees the same path". The policy hands back the path as received (minus a
+            // token parameter JWT removed), so it is normalized here the same way.
+            let normalization = state.inbound.settings().path_normalization;
+            let path = meshward_policy::path::normalize_path(&path, normalization).unwrap_or(path);
+            let h2 = matches!(
+                state.workload().protocol(port),
+                Protocol::Http2 | Protocol::Grpc
+            );
+            drop(state);
+            forward(parts, body, &path, h2, grpc, conn, shared, guard).await
+        }
+        HttpVerdict::Deny { decision } => {
+            let details = decision.response_code_details();
+            if let Some(event) = guard.event() {
+                event.set_authz(decision);
+                event.response_code_details = details;
+            }
+            local_reply(403, reply::RBAC_DENIED, grpc, &[], guard)
+        }
+        HttpVerdict::Unauthenticated(rejection) => {
+            // authentication.md §5.5: "`%RESPONSE_CODE_DETAILS%` =
+            // `jwt_authn_access_denied{<status with spaces replaced by _>}`".
+            if let Some(event) = guard.event() {
+                event.verdict = Some(AuthzVerdict::Unauthenticated);
+                event.authz_reason = Some(rejection.message.to_owned());
+                event.response_code_details = Some(format!(
+                    "jwt_authn_access_denied{{{}}}",
+                    rejection.message.replace(' ', "_")
+                ));
+            }
+            // §5.5: header `www-authenticate: Bearer realm="<scheme>://<host><path>",
+            // error="invalid_token"` on the local reply (Envoy's jwt_authn adds it to every
+            // rejection, the 403 for audiences included).
+            let extra: Vec<(&'static str, HeaderValue)> = HeaderValue::from_str(&format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\""
+            ))
+            .map(|v| vec![("www-authenticate", v)])
+            .unwrap_or_default();
+            local_reply(rejection.status, rejection.message, grpc, &extra, guard)
+        }
+        HttpVerdict::BadRequest(rejection) => {
+            if let Some(event) = guard.event() {
+                event.response_code_details = Some(path_rejection_details(rejection).to_owned());
+            }
+            local_reply(rejection.status(), "", grpc, &[], guard)
+        }
+    }
+}
+
+/// Sends an allowed request to the application and streams its response back.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    path: &str,
+    h2: bool,
+    grpc: bool,
+    conn: &Conn,
+    shared: &Shared,
+    mut guard: EventGuard,
+) -> Response<ResponseBody> {
+    let authority = request_authority(&parts.uri, &parts.headers).to_owned();
+    parts.uri = upstream_uri(&authority, path, conn)
+        .or_else(|| upstream_uri("", path, conn))
+        .unwrap_or_else(|| parts.uri.clone());
+    if h2 {
+        parts.version = Version::HTTP_2;
+        // The authority travels as `:authority`.
+        parts.headers.remove(HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+    }
+    if let Some(event) = guard.event() {
+        event.upstream_host = Some(conn.upstream);
+    }
+    let Some(client) = shared.upstreams.http(conn.dst.port(), h2) else {
+        return upstream_failed(
+            guard,
+            grpc,
+            true,
+            "the application client is unavailable".to_owned(),
+        );
+    };
+    let request = Request::from_parts(parts, RequestBody::new(body, guard.received_counter()));
+    match client.request(request).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(event) = guard.event() {
+                event.response_code = parts.status.as_u16();
+                event.response_code_details = Some("via_upstream".to_owned());
+                // A trailers-only gRPC response carries its status in the headers.
+                event.grpc_status = grpc_status(&parts.headers);
+            }
+            Response::from_parts(parts, ResponseBody::upstream(body, guard))
+        }
+        Err(e) => {
+            let connect = e.is_connect();
+            upstream_failed(guard, grpc, connect, error_chain(&e))
+        }
+    }
+}
+
+/// Envoy's router reply when the application could not be reached (`UF`) or closed before
+/// answering (`UC`): 503 with the reset reason in the body.
+fn upstream_failed(
+    mut guard: EventGuard,
+    grpc: bool,
+    connect: bool,
+    reason: String,
+) -> Response<ResponseBody> {
+    let (flag, body, details) = if connect {
+        (
+            flags::UPSTREAM_CONNECTION_FAILURE,
+            reply::UPSTREAM_CONNECT_FAILURE,
+            "upstream_reset_before_response_started{connection_failure}",
+        )
+    } else {
+        (
+            flags::UPSTREAM_CONNECTION_TERMINATION,
+            reply::UPSTREAM_TERMINATED,
+            "upstream_reset_before_response_started{connection_termination}",
+        )
+    };
+    if let Some(event) = guard.event() {
+        event.flag(flag);
+        event.response_code_details = Some(details.to_owned());
+        event.upstream_transport_failure_reason = Some(reason);
+    }
+    local_reply(503, body, grpc, &[], guard)
+}
+
+/// `:authority` (HTTP/2) or `Host` (HTTP/1.1); empty when neither is present.
+fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a str {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
+        .unwrap_or("")
+}
+
+/// Envoy's `buildOriginalUri`: `<:scheme>://<host><path>`, the path cut to 256 characters.
+fn realm(uri: &Uri, transport_scheme: &str, authority: &str, path: &str) -> String {
+    let scheme = uri.scheme_str().unwrap_or(transport_scheme);
+    let mut cut = path.len().min(REALM_PATH_MAX);
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let path = path.get(..cut).unwrap_or(path);
+    format!("{scheme}://{authority}{path}")
+}
+
+/// Envoy's response code details for a refused `:path`.
+fn path_rejection_details(rejection: meshward_policy::path::PathRejection) -> &'static str {
+    use meshward_policy::path::PathRejection;
+    match rejection {
+        PathRejection::MissingPath => "missing_path_rejected",
+        PathRejection::NotRelative => "absolute_path_rejected",
+        PathRejection::ForbiddenByte { .. } | PathRejection::EncodedNul => {
+            "path_normalization_failed"
+        }
+    }
+}
+
+/// A header map from the policy's list (names are lower-case; invalid entries are dropped),
+/// keeping the request's `Host` (which the policy sees as the authority, not as a header).
+fn header_map(list: Vec<(String, String)>, host: Option<&HeaderValue>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(list.len() + 1);
+    if let Some(host) = host {
+        headers.insert(HOST, host.clone());
+    }
+    for (name, value) in list {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+/// Removes connection-specific headers, which describe one hop and must not be forwarded
+/// (RFC 9110 §7.6.1); HTTP/2 forbids them outright. `te: trailers` is end-to-end for gRPC and
+/// stays.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if name != TE {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let te_trailers_only = headers
+        .get_all(TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers_only {
+        headers.remove(TE);
+    }
+}
+
+/// `http://<authority><path>`; the application's address stands in for a missing or unusable
+/// authority. The per-port client dials the application whatever the authority says.
+fn upstream_uri(authority: &str, path: &str, conn: &Conn) -> Option<Uri> {
+    let fallback;
+    let authority = if authority.is_empty() {
+        fallback = conn.upstream.to_string();
+        fallback.as_str()
+    } else {
+        authority
+    };
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .ok()
+}
+
+/// An error and its sources, for `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -1,0 +1,225 @@
+//! Starting a proxy: configuration, certificates, listeners, admin server, and a graceful drain
+//! on SIGTERM. `main.rs` parses arguments into [`ProxyOptions`] and calls [`run`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshward_identity::{CertInfo, MeshTls};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::certs::{self, CertSource};
+use crate::config;
+use crate::inbound::{AppTarget, Inbound, ListenerMode};
+use crate::observe::access_log::AccessLog;
+use crate::observe::admin::{AdminState, Readiness, serve_admin};
+use crate::observe::metrics::Metrics;
+use crate::outbound::{Outbound, OutboundConfig};
+use crate::state::{ProxyState, StateHandle};
+use crate::telemetry::Telemetry;
+
+/// Where the workload certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertOrigin {
+    /// `key.pem`, `cert-chain.pem`, `root-cert.pem` in a directory (re-read on change).
+    Files(PathBuf),
+    /// Issue and rotate from the CA in this directory.
+    CaDir {
+        /// The CA directory.
+        dir: PathBuf,
+        /// Requested lifetime.
+        ttl: Option<Duration>,
+    },
+}
+
+/// How inbound connections arrive.
+#[derive(Debug, Clone)]
+pub enum InboundOption {
+    /// iptables REDIRECT to one port (Istio's 15006).
+    Capture(SocketAddr),
+    /// One listener per workload port on this address (default: the workload's address).
+    PerPort(Option<IpAddr>),
+}
+
+/// Everything needed to start a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// The workload this proxy serves: namespace and name.
+    pub workload: (String, String),
+    /// Configuration files and folders.
+    pub files: Vec<PathBuf>,
+    /// The certificate source.
+    pub certs: CertOrigin,
+    /// Inbound listener mode.
+    pub inbound: InboundOption,
+    /// Where the application listens (same ports as the workload's).
+    pub app_host: IpAddr,
+    /// Explicit HTTP proxy port for outbound traffic.
+    pub http_proxy: Option<SocketAddr>,
+    /// Capture port for outbound traffic (Istio's 15001).
+    pub outbound_capture: Option<SocketAddr>,
+    /// Admin server address.
+    pub admin: SocketAddr,
+}
+
+/// Runs the proxy until `shutdown` resolves, then drains.
+pub async fn run(
+    options: ProxyOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (namespace, name) = options.workload.clone();
+    let mesh = config::load_mesh(&options.files)?;
+    let state = StateHandle::new(ProxyState::build(mesh, &namespace, &name, 1)?);
+    let initial = state.load();
+    let identity = initial.identity.clone();
+
+    let (credentials, _cert_source): (_, CertSource) = match &options.certs {
+        CertOrigin::Files(dir) => certs::from_cert_dir(dir.clone(), &identity)?,
+        CertOrigin::CaDir { dir, ttl } => certs::from_ca_dir(dir.clone(), &identity, *ttl).await?,
+    };
+    let tls = MeshTls::new(credentials.clone(), initial.trust_domains.clone());
+
+    let settings = initial.inbound.settings();
+    let (access_log, warning) = AccessLog::from_mesh_config(
+        &settings.access_log_file,
+        &settings.access_log_encoding,
+        &settings.access_log_format,
+    );
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = Telemetry::new(Arc::new(access_log), metrics.clone(), state.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    // Admin first, so readiness can be polled while the rest starts.
+    let readiness = Readiness::new();
+    let admin_listener = TcpListener::bind(options.admin).await?;
+    let dump_state = state.clone();
+    let cert_view = credentials.clone();
+    let admin = AdminState {
+        readiness: readiness.clone(),
+        metrics,
+        config_dump: Arc::new(move || config_dump(&dump_state.load())),
+        certs: Arc::new(move || certs_dump(&cert_view)),
+    };
+    let admin_task = tokio::spawn(serve_admin(admin_listener, admin, stopped()));
+
+    let mode = match options.inbound {
+        InboundOption::Capture(addr) => ListenerMode::Capture { addr },
+        InboundOption::PerPort(ip) => ListenerMode::PerPort {
+            bind_ip: ip.unwrap_or(initial.workload().address),
+            ports: initial.workload().ports.iter().map(|p| p.port).collect(),
+        },
+    };
+    let inbound = Inbound::new(
+        state.clone(),
+        tls.clone(),
+        AppTarget::on_host(options.app_host),
+        mode,
+    )
+    .with_events(telemetry.inbound_sink())
+    .bind()
+    .await?;
+    for addr in inbound.local_addrs() {
+        tracing::info!(%addr, "inbound listener");
+    }
+    let inbound_task = tokio::spawn(inbound.run(stopped()));
+
+    let mut outbound_config = OutboundConfig::new(state.clone(), tls);
+    outbound_config.http_proxy_addr = options.http_proxy;
+    outbound_config.transparent_addr = options.outbound_capture;
+    outbound_config.event_sink = telemetry.outbound_sink();
+    let outbound = Outbound::new(outbound_config).bind().await?;
+    if let Some(addr) = outbound.http_proxy_addr() {
+        tracing::info!(%addr, "outbound HTTP proxy");
+    }
+    if let Some(addr) = outbound.transparent_addr() {
+        tracing::info!(%addr, "outbound capture listener");
+    }
+    let outbound_task = tokio::spawn(outbound.run(stopped()));
+
+    let watcher = config::watch(options.files.clone(), namespace, name, state.clone());
+    readiness.set_ready(true);
+    tracing::info!(identity = %identity, "meshward-proxy ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: draining connections");
+    readiness.set_ready(false);
+    watcher.abort();
+    let _ = stop_tx.send(true);
+    let _ = inbound_task.await;
+    let _ = outbound_task.await;
+    let _ = admin_task.await;
+    Ok(())
+}
+
+/// `/config_dump`: what this proxy enforces now.
+fn config_dump(state: &ProxyState) -> serde_json::Value {
+    let workload = state.workload();
+    let ports: Vec<_> = workload
+        .ports
+        .iter()
+        .map(|p| {
+            json!({
+                "port": p.port,
+                "protocol": format!("{:?}", p.protocol),
+                "mtls": state.inbound.mtls_mode(p.port).as_str(),
+            })
+        })
+        .collect();
+    let policies: Vec<_> = state
+        .inbound
+        .authz()
+        .policies()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.id.to_string(),
+                "action": format!("{:?}", p.action).to_uppercase(),
+                "dry_run": p.dry_run,
+            })
+        })
+        .collect();
+    json!({
+        "version": state.version,
+        "workload": format!("{}/{}", workload.namespace, workload.name),
+        "identity": state.identity.uri(),
+        "trust_domains": state.trust_domains.all().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "ports": ports,
+        "authorization_policies": policies,
+        "jwt_providers": state.inbound.jwt().providers().len(),
+        "services": state.mesh.inventory.services.len(),
+        "workloads": state.mesh.inventory.workloads.len(),
+    })
+}
+
+/// `/certs`: the workload certificate and the trust bundle, like `istioctl proxy-config secret`.
+fn certs_dump(credentials: &meshward_identity::Credentials) -> serde_json::Value {
+    let cert = credentials.certificate().map(|c| {
+        json!({
+            "name": "default",
+            "identity": c.cert.identity().uri(),
+            "leaf": c.cert.leaf(),
+            "chain_length": c.cert.chain().len(),
+        })
+    });
+    let roots: Vec<_> = credentials
+        .roots()
+        .bundle
+        .roots()
+        .iter()
+        .filter_map(|r| CertInfo::parse(r).ok())
+        .collect();
+    json!({ "default": cert, "ROOTCA": roots })
+}
