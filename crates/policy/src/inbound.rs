@@ -53,7 +53,8 @@ pub enum HttpVerdict {
     Forward {
         /// The headers to send upstream.
         headers: Vec<(String, String)>,
-        /// The `:path` to send upstream (JWT may remove a token query parameter).
+        /// The `:path` to send upstream: normalized, and without a JWT query parameter the
+        /// token came in when `forwardOriginalToken` is false.
         path: String,
         /// The authorization decision (dry-run/audit results included).
         decision: AuthzDecision,
@@ -175,14 +176,16 @@ impl InboundPolicy {
             }
         };
         let mut headers = request.headers;
-        let mut forward_path = request.path.to_owned();
+        // authorization.md §7.1: the HTTP connection manager normalizes `:path` before any filter
+        // runs, so JWT, RBAC and the application all see the normalized path.
+        let mut forward_path = path.clone();
         let mut jwt = None;
         let mut payload: Option<Map<String, Value>> = None;
         if !self.jwt.is_empty() {
             let outcome = self.jwt.authenticate(
                 &JwtRequest {
                     method: request.method,
-                    path: request.path,
+                    path: &path,
                     headers: &headers,
                 },
                 request.now_unix,

@@ -124,10 +124,6 @@ pub(crate) async fn handle(
     };
     let _ = stream.set_nodelay(true);
     let port = dst.port();
-    let (mode, http) = {
-        let state = shared.state.load();
-        (state.inbound.mtls_mode(port), state.inbound.is_http(port))
-    };
     let conn = Conn {
         remote,
         dst,
@@ -141,7 +137,7 @@ pub(crate) async fn handle(
 
     match detect::sniff(&stream, shared.timeouts.detect).await {
         Sniffed::Closed => {}
-        Sniffed::Plaintext => match chain::select(mode, http, Transport::Plaintext) {
+        Sniffed::Plaintext => match chain_for(&shared, port, Transport::Plaintext) {
             Chain::Plaintext { http: true } => {
                 http::serve(stream, Arc::new(conn), shared, drain).await;
             }
@@ -159,8 +155,19 @@ pub(crate) async fn handle(
                 "plaintext connection to a port whose PeerAuthentication mode is STRICT",
             ),
         },
-        Sniffed::Tls => serve_tls(shared, stream, conn, mode, http, drain, start).await,
+        Sniffed::Tls => serve_tls(shared, stream, conn, drain, start).await,
     }
+}
+
+/// The chain for `transport` on `port` under the state in force now (read after detection, which
+/// may take a while, so a configuration change during it is honoured).
+fn chain_for(shared: &Shared, port: u16, transport: Transport) -> Chain {
+    let state = shared.state.load();
+    chain::select(
+        state.inbound.mtls_mode(port),
+        state.inbound.is_http(port),
+        transport,
+    )
 }
 
 /// A connection that started with a TLS ClientHello.
@@ -168,8 +175,6 @@ async fn serve_tls(
     shared: Arc<Shared>,
     stream: TcpStream,
     mut conn: Conn,
-    mode: EffectiveMtls,
-    http: bool,
     drain: Drain,
     start: Start,
 ) {
@@ -181,7 +186,7 @@ async fn serve_tls(
         }
     };
     conn.sni = hello.sni.as_deref().map(Arc::from);
-    match chain::select(mode, http, Transport::tls(&hello.alpn)) {
+    match chain_for(&shared, conn.dst.port(), Transport::tls(&hello.alpn)) {
         Chain::Passthrough => {
             conn.security = Security::Passthrough;
             let (stream, client_hello) = hello.start.io.into_parts();
@@ -208,6 +213,7 @@ async fn serve_tls(
         // §2.4: "mTLS to DISABLE, non-Istio TLS to a PERMISSIVE HTTP port" find no chain; the
         // connection is closed with no TLS alert (the ClientHello is simply never answered).
         Chain::NoMatch | Chain::Plaintext { .. } => {
+            let mode = shared.state.load().inbound.mtls_mode(conn.dst.port());
             let why = if mode == EffectiveMtls::Disable {
                 "TLS connection to a port whose PeerAuthentication mode is DISABLE"
             } else {

@@ -187,11 +187,8 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
             if !state.inbound.jwt().is_empty() {
                 parts.headers = header_map(headers, parts.headers.get(HOST));
             }
-            // authorization.md §7.1: normalization happens "before routing and authz; the
-            // backend sees the same path". The policy hands back the path as received (minus a
-            // token parameter JWT removed), so it is normalized here the same way.
-            let normalization = state.inbound.settings().path_normalization;
-            let path = meshward_policy::path::normalize_path(&path, normalization).unwrap_or(path);
+            // The policy returns the normalized path (authorization.md §7.1: "the backend sees
+            // the same path"), minus a token parameter JWT removed.
             let h2 = matches!(
                 state.workload().protocol(port),
                 Protocol::Http2 | Protocol::Grpc
