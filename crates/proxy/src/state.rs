@@ -3,6 +3,8 @@
 //! starts (and live TCP connections are re-checked when a new state arrives), so a swap never
 //! drops traffic.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -41,6 +43,9 @@ pub struct ProxyState {
     pub identity: SpiffeId,
     /// The mesh trust domain and its aliases.
     pub trust_domains: TrustDomains,
+    /// Workloads by address (index into `mesh.inventory.workloads`), built once per version so
+    /// labelling a request's peer is a hash lookup, not a scan.
+    by_address: HashMap<IpAddr, usize>,
 }
 
 impl ProxyState {
@@ -72,18 +77,33 @@ impl ProxyState {
             &workload.service_account,
         )?;
         let inbound = InboundPolicy::new(&mesh, &workload);
+        let by_address = mesh
+            .inventory
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.address, i))
+            .collect();
         Ok(Self {
             version,
             mesh: Arc::new(mesh),
             inbound,
             identity,
             trust_domains: TrustDomains::new(primary, aliases),
+            by_address,
         })
     }
 
     /// The proxy's workload.
     pub fn workload(&self) -> &Workload {
         self.inbound.workload()
+    }
+
+    /// The mesh workload at `address`, if any.
+    pub fn workload_at(&self, address: IpAddr) -> Option<&Workload> {
+        self.by_address
+            .get(&address)
+            .and_then(|&i| self.mesh.inventory.workloads.get(i))
     }
 }
 

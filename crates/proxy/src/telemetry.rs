@@ -56,7 +56,7 @@ impl Telemetry {
 
     fn inbound(&self, event: InboundEvent) {
         let state = self.state.load();
-        let flags = flags(&event.response_flags);
+        let flags = event.response_flags;
         let mut record = RequestRecord::new(event.start_time);
         record.protocol = event.protocol;
         record.method = event.method.clone();
@@ -96,12 +96,7 @@ impl Telemetry {
         // Metrics: the destination is this workload; the source is found by address when it is
         // a workload of the mesh (there is no metadata exchange yet).
         let me = state.workload();
-        let source = state
-            .mesh
-            .inventory
-            .workloads
-            .iter()
-            .find(|w| w.address == event.downstream_remote_address.ip());
+        let source = state.workload_at(event.downstream_remote_address.ip());
         let mut labels = ConnectionLabels::unknown(Reporter::Destination);
         fill_source(
             &mut labels,
@@ -134,7 +129,7 @@ impl Telemetry {
 
     fn outbound(&self, event: OutboundEvent) {
         let state = self.state.load();
-        let flags = flags(&event.response_flags);
+        let flags = event.response_flags;
         let mut record = RequestRecord::new(event.start_time);
         record.protocol = event.protocol;
         record.method = event.method.clone();
@@ -156,14 +151,9 @@ impl Telemetry {
         self.access_log.log(&record);
 
         let me = state.workload();
-        let destination = event.upstream_host.and_then(|addr| {
-            state
-                .mesh
-                .inventory
-                .workloads
-                .iter()
-                .find(|w| w.address == addr.ip())
-        });
+        let destination = event
+            .upstream_host
+            .and_then(|addr| state.workload_at(addr.ip()));
         let mut labels = ConnectionLabels::unknown(Reporter::Source);
         fill_source(&mut labels, Some(me), Some(&state.identity.uri()));
         fill_destination(
@@ -224,16 +214,6 @@ impl Telemetry {
             self.metrics.tcp_closed(&labels);
         }
     }
-}
-
-fn flags(names: &[&'static str]) -> ResponseFlags {
-    let mut out = ResponseFlags::NONE;
-    for name in names {
-        if let Some(flag) = ResponseFlags::from_short_name(name) {
-            out.insert(flag);
-        }
-    }
-    out
 }
 
 fn outcome(verdict: AuthzVerdict) -> AuthzOutcome {

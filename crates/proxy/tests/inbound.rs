@@ -18,6 +18,7 @@ use http_body_util::Full;
 use meshward_identity::Credentials;
 use meshward_identity::tls::{SpiffeServerVerifier, alpn};
 use meshward_proxy::inbound::{AppTarget, AuthzVerdict, Inbound, ListenerMode, Timeouts};
+use meshward_proxy::observe::record::ResponseFlags;
 use meshward_proxy::state::StateHandle;
 use rustls_pki_types::ServerName;
 use support::*;
@@ -100,7 +101,8 @@ spec:
         let nr = proxy
             .events
             .wait_for(|e| {
-                e.downstream_local_address.port() == port && e.response_flags.contains(&"NR")
+                e.downstream_local_address.port() == port
+                    && e.response_flags.contains(ResponseFlags::NO_ROUTE_FOUND)
             })
             .await;
         assert_eq!(nr.response_code, 0);
@@ -974,7 +976,10 @@ async fn application_down_is_503() {
         "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
     );
     let event = proxy.events.wait_for(|e| e.response_code == 503).await;
-    assert_eq!(event.response_flags, vec!["UF"]);
+    assert_eq!(
+        event.response_flags,
+        ResponseFlags::UPSTREAM_CONNECTION_FAILURE
+    );
     proxy.stop().await;
 }
 
@@ -1049,7 +1054,8 @@ async fn permissive_application_tls() {
     proxy
         .events
         .wait_for(|e| {
-            e.downstream_local_address.port() == http_port && e.response_flags.contains(&"NR")
+            e.downstream_local_address.port() == http_port
+                && e.response_flags.contains(ResponseFlags::NO_ROUTE_FOUND)
         })
         .await;
     assert_eq!(http_app.accepted.load(Ordering::Relaxed), 0);

@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::event::{EventGuard, flags};
+use super::event::EventGuard;
+use crate::observe::record::ResponseFlags;
 
 /// The error type of bodies the proxy serves.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -141,7 +142,7 @@ impl Body for ResponseBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(event) = this.guard.event() {
-                        event.flag(flags::UPSTREAM_REMOTE_RESET);
+                        event.flag(ResponseFlags::UPSTREAM_REMOTE_RESET);
                     }
                     this.guard.finish();
                     Poll::Ready(Some(Err(Box::new(e))))

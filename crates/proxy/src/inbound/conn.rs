@@ -16,9 +16,10 @@ use super::Shared;
 use super::chain::{self, Chain, Transport};
 use super::detect::{self, Sniffed};
 use super::drain::Drain;
-use super::event::{InboundEvent, flags};
+use super::event::InboundEvent;
 use super::tls::{self, PeerInfo};
 use super::{http, tcp, xfcc};
+use crate::observe::record::ResponseFlags;
 
 /// How the client's bytes reach the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +235,7 @@ fn no_chain(shared: &Shared, conn: &Conn, start: Start, why: &str) {
         "NR filter_chain_not_found"
     );
     let mut event = conn.event(start.time);
-    event.flag(flags::NO_ROUTE_FOUND);
+    event.flag(ResponseFlags::NO_ROUTE_FOUND);
     event.response_code_details = Some("filter_chain_not_found".to_owned());
     event.upstream_cluster = None;
     event.set_reject(why.to_owned());

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::observe::OptDisplay;
+use crate::observe::record::ResponseFlags;
 use jiff::Timestamp;
 use meshward_policy::authz::{AuthzDecision, AuthzReason};
 
@@ -48,18 +50,6 @@ pub fn tracing_sink() -> EventSink {
     })
 }
 
-/// `Display` for an optional value: `-` when absent, as Envoy prints missing operators.
-struct OptDisplay<'a, T>(Option<&'a T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OptDisplay<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(v) => v.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
-}
-
 /// What authorization (and the authentication in front of it) decided, in one word: `authz=` in
 /// access-log lines and the `decision` label of the decision counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,20 +80,6 @@ impl AuthzVerdict {
     }
 }
 
-/// Envoy response flags the inbound listener sets (authentication.md §6.1 short names).
-pub mod flags {
-    /// No filter chain matched the connection (§2.4 "No chain matched").
-    pub const NO_ROUTE_FOUND: &str = "NR";
-    /// The application could not be connected to.
-    pub const UPSTREAM_CONNECTION_FAILURE: &str = "UF";
-    /// The application closed the connection before answering.
-    pub const UPSTREAM_CONNECTION_TERMINATION: &str = "UC";
-    /// The application reset the stream after answering started.
-    pub const UPSTREAM_REMOTE_RESET: &str = "UR";
-    /// The client went away before the response was complete.
-    pub const DOWNSTREAM_CONNECTION_TERMINATION: &str = "DC";
-}
-
 /// One HTTP request or one TCP connection, as an access-log line and Istio's standard metrics
 /// need it. Plain owned data; values shared by every request of a connection are `Arc`s.
 #[derive(Debug, Clone)]
@@ -129,7 +105,7 @@ pub struct InboundEvent {
     /// `grpc-status` of the response (headers or trailers), for `grpc_response_status`.
     pub grpc_status: Option<u32>,
     /// `%RESPONSE_FLAGS%`: Envoy short names ([`flags`]); empty renders `-`.
-    pub response_flags: Vec<&'static str>,
+    pub response_flags: ResponseFlags,
     /// `%RESPONSE_CODE_DETAILS%`: `via_upstream`, `rbac_access_denied_matched_policy[…]`,
     /// `jwt_authn_access_denied{…}`, `filter_chain_not_found`, …
     pub response_code_details: Option<String>,
@@ -188,7 +164,7 @@ impl InboundEvent {
             request_headers: Vec::new(),
             response_code: 0,
             grpc_status: None,
-            response_flags: Vec::new(),
+            response_flags: ResponseFlags::NONE,
             response_code_details: None,
             connection_termination_details: None,
             upstream_transport_failure_reason: None,
@@ -213,18 +189,12 @@ impl InboundEvent {
 
     /// `%RESPONSE_FLAGS%` text: `UF,DC`, or `-`.
     pub fn flags_text(&self) -> String {
-        if self.response_flags.is_empty() {
-            "-".to_owned()
-        } else {
-            self.response_flags.join(",")
-        }
+        self.response_flags.to_string()
     }
 
     /// Adds a response flag once.
-    pub(crate) fn flag(&mut self, flag: &'static str) {
-        if !self.response_flags.contains(&flag) {
-            self.response_flags.push(flag);
-        }
+    pub(crate) fn flag(&mut self, flag: ResponseFlags) {
+        self.response_flags.insert(flag);
     }
 
     /// Records an authorization decision: verdict word, deciding policy, reason, and the
@@ -302,7 +272,7 @@ impl EventGuard {
             event.duration = Some(self.started.elapsed());
             event.bytes_received = self.received.load(Ordering::Relaxed);
             if !self.complete {
-                event.flag(flags::DOWNSTREAM_CONNECTION_TERMINATION);
+                event.flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             }
             (self.sink)(event);
         }

@@ -22,9 +22,10 @@ use super::Shared;
 use super::body::{RequestBody, ResponseBody, grpc_status};
 use super::conn::Conn;
 use super::drain::Drain;
-use super::event::{AuthzVerdict, EventGuard, flags};
+use super::event::{AuthzVerdict, EventGuard};
 use super::reply::{self, local_reply};
 use super::xfcc;
+use crate::observe::record::ResponseFlags;
 
 /// Request headers copied into events (the default access-log format and metrics read them).
 const LOGGED_HEADERS: [&str; 3] = ["user-agent", "x-request-id", "x-forwarded-for"];
@@ -298,13 +299,13 @@ fn upstream_failed(
 ) -> Response<ResponseBody> {
     let (flag, body, details) = if connect {
         (
-            flags::UPSTREAM_CONNECTION_FAILURE,
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
             reply::UPSTREAM_CONNECT_FAILURE,
             "upstream_reset_before_response_started{connection_failure}",
         )
     } else {
         (
-            flags::UPSTREAM_CONNECTION_TERMINATION,
+            ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             reply::UPSTREAM_TERMINATED,
             "upstream_reset_before_response_started{connection_termination}",
         )

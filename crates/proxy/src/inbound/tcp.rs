@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use super::Shared;
 use super::conn::{Conn, Start};
 use super::drain::Drain;
-use super::event::{InboundEvent, flags};
+use super::event::InboundEvent;
+use crate::observe::record::ResponseFlags;
 
 /// Copy buffer per direction: bounded memory per connection.
 const COPY_BUFFER: usize = 16 * 1024;
@@ -57,14 +58,14 @@ pub(crate) async fn proxy<S>(
     let mut upstream = match shared.upstreams.tcp(conn.dst.port()).await {
         Ok(s) => s,
         Err(e) => {
-            event.flag(flags::UPSTREAM_CONNECTION_FAILURE);
+            event.flag(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
             event.upstream_transport_failure_reason = Some(e.to_string());
             finish(&shared, event, start);
             return;
         }
     };
     if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
-        event.flag(flags::UPSTREAM_CONNECTION_TERMINATION);
+        event.flag(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
         event.bytes_received = prefix.len() as u64;
         finish(&shared, event, start);
         return;

@@ -12,3 +12,15 @@ pub mod admin;
 pub mod format;
 pub mod metrics;
 pub mod record;
+
+/// `Display` for an optional value: `-` when absent, as Envoy prints a missing operator.
+pub(crate) struct OptDisplay<'a, T>(pub(crate) Option<&'a T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OptDisplay<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}

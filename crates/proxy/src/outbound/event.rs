@@ -9,31 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::observe::OptDisplay;
+use crate::observe::record::ResponseFlags;
 use jiff::Timestamp;
 
 /// Receives every finished request or connection.
 pub type EventSink = Arc<dyn Fn(OutboundEvent) + Send + Sync>;
-
-/// Envoy's short response flag names (authentication.md §6.1 "Response flags") the outbound
-/// side sets.
-pub mod flags {
-    /// No healthy upstream host (the service has no endpoints).
-    pub const NO_HEALTHY_UPSTREAM: &str = "UH";
-    /// Upstream connection or TLS handshake failure.
-    pub const UPSTREAM_CONNECTION_FAILURE: &str = "UF";
-    /// The upstream connection was terminated before a response.
-    pub const UPSTREAM_CONNECTION_TERMINATION: &str = "UC";
-    /// The retry limit was reached (Istio's default retry policy retries connect failures).
-    pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: &str = "URX";
-    /// No route: the request names no usable destination.
-    pub const NO_ROUTE_FOUND: &str = "NR";
-    /// DNS resolution of a destination outside the mesh failed.
-    pub const DNS_FAIL: &str = "DF";
-    /// The downstream connection went away before the response was complete.
-    pub const DOWNSTREAM_CONNECTION_TERMINATION: &str = "DC";
-    /// The downstream request was malformed for a proxy.
-    pub const DOWNSTREAM_PROTOCOL_ERROR: &str = "DPE";
-}
 
 /// Which listener handled the traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,7 +45,7 @@ pub struct OutboundEvent {
     /// HTTP status sent downstream; 0 for TCP.
     pub response_code: u16,
     /// Envoy response flags, in Envoy's order ([`flags`]); empty renders as `-`.
-    pub response_flags: Vec<&'static str>,
+    pub response_flags: ResponseFlags,
     /// Envoy's `%RESPONSE_CODE_DETAILS%`, e.g. `via_upstream`.
     pub response_code_details: Option<String>,
     /// Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
@@ -107,7 +88,7 @@ impl OutboundEvent {
             path: None,
             authority: None,
             response_code: 0,
-            response_flags: Vec::new(),
+            response_flags: ResponseFlags::NONE,
             response_code_details: None,
             upstream_transport_failure_reason: None,
             bytes_received: 0,
@@ -127,11 +108,7 @@ impl OutboundEvent {
 
     /// The flags as Envoy prints them: `UF,URX`, or `-`.
     pub fn flags_text(&self) -> String {
-        if self.response_flags.is_empty() {
-            "-".to_owned()
-        } else {
-            self.response_flags.join(",")
-        }
+        self.response_flags.to_string()
     }
 }
 
@@ -160,17 +137,6 @@ pub fn log_sink() -> EventSink {
             "outbound"
         );
     })
-}
-
-struct OptDisplay<'a, T>(Option<&'a T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OptDisplay<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(v) => v.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
 }
 
 /// Builds one event while the traffic flows and hands it to the sink exactly once: when
@@ -205,12 +171,8 @@ impl Recorder {
     }
 
     /// Adds a response flag once.
-    pub(crate) fn flag(&mut self, flag: &'static str) {
-        self.update(|e| {
-            if !e.response_flags.contains(&flag) {
-                e.response_flags.push(flag);
-            }
-        });
+    pub(crate) fn flag(&mut self, flag: ResponseFlags) {
+        self.update(|e| e.response_flags.insert(flag));
     }
 
     /// Emits the event now.
@@ -233,7 +195,7 @@ impl Drop for Recorder {
         // Dropped without `finish`: the task carrying the request was cancelled, which happens
         // when the downstream connection goes away before the response (Envoy's `DC`).
         if self.event.is_some() {
-            self.flag(flags::DOWNSTREAM_CONNECTION_TERMINATION);
+            self.flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         }
         self.emit();
     }

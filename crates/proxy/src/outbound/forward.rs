@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::Shared;
 use super::body::{Body, BodyEnd, Counted};
 use super::connect::{AppProtocol, ConnectError, ConnectionInfo};
-use super::event::{Listener, Recorder, flags};
+use super::event::{Listener, Recorder};
 use super::headers::{into_http1, strip_hop_by_hop, upstream_request};
 use super::pool::{PoolKey, Pooled, Sender};
 use super::record::{record_route, record_upstream, request_recorder};
@@ -23,6 +23,7 @@ use super::reply::{
     upstream_reset,
 };
 use super::resolve::{Route, RouteError, Transport};
+use crate::observe::record::ResponseFlags;
 
 /// Istio's default retry policy retries connect failures twice (§3.5 "Default retry policy
 /// (`connect-failure,…`, 2 retries) makes connect failures show `URX` too").
@@ -78,7 +79,7 @@ pub(super) async fn forward(
             return local_reply(
                 rec,
                 StatusCode::BAD_REQUEST,
-                &[flags::DOWNSTREAM_PROTOCOL_ERROR],
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
                 "invalid_authority".to_owned(),
                 why,
             );
@@ -234,8 +235,8 @@ fn relay_response(
                     pool.checkin_h1(key, sender, info);
                 }
             }
-            BodyEnd::Error => rec.flag(flags::UPSTREAM_CONNECTION_TERMINATION),
-            BodyEnd::Dropped => rec.flag(flags::DOWNSTREAM_CONNECTION_TERMINATION),
+            BodyEnd::Error => rec.flag(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
+            BodyEnd::Dropped => rec.flag(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION),
         }
         rec.finish();
     });

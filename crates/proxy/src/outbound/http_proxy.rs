@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::Shared;
 use super::body::{self, Body};
-use super::event::{Listener, flags};
+use super::event::Listener;
 use super::forward::{Downstream, forward};
 use super::record::{record_route, request_recorder};
 use super::reply::{
@@ -23,6 +23,7 @@ use super::reply::{
 use super::resolve::Destination;
 use super::server::serve_http;
 use super::tunnel::{self, TcpFailure};
+use crate::observe::record::ResponseFlags;
 
 /// The status line of a successful `CONNECT`.
 const ESTABLISHED: ReasonPhrase = ReasonPhrase::from_static(b"Connection established");
@@ -112,7 +113,7 @@ fn bad_request(
     local_reply(
         rec,
         StatusCode::BAD_REQUEST,
-        &[flags::DOWNSTREAM_PROTOCOL_ERROR],
+        ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
         "invalid_proxy_request".to_owned(),
         why,
     )

@@ -10,20 +10,19 @@ use http::{Response, StatusCode};
 
 use super::body::{self, Body};
 use super::connect::ConnectError;
-use super::event::{Recorder, flags};
+use super::event::Recorder;
 use super::resolve::RouteError;
+use crate::observe::record::ResponseFlags;
 
 /// A local reply: the response the proxy itself sends, logged at once.
 pub(super) fn local_reply(
     mut rec: Recorder,
     status: StatusCode,
-    flag: &'static [&'static str],
+    flags: ResponseFlags,
     details: String,
     body: String,
 ) -> Response<Body> {
-    for f in flag {
-        rec.flag(f);
-    }
+    rec.flag(flags);
     let len = body.len() as u64;
     rec.update(|e| {
         e.response_code = status.as_u16();
@@ -46,13 +45,10 @@ pub(super) fn connect_failure(
     retried: bool,
 ) -> Response<Body> {
     rec.update(|e| e.upstream_transport_failure_reason = error.transport_failure_reason());
-    let flags: &'static [&'static str] = if retried {
-        &[
-            flags::UPSTREAM_CONNECTION_FAILURE,
-            flags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
-        ]
+    let flags = if retried {
+        ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED
     } else {
-        &[flags::UPSTREAM_CONNECTION_FAILURE]
+        ResponseFlags::UPSTREAM_CONNECTION_FAILURE
     };
     local_reply(
         rec,
@@ -68,7 +64,7 @@ pub(super) fn route_failure(rec: Recorder, error: &RouteError) -> Response<Body>
     local_reply(
         rec,
         StatusCode::SERVICE_UNAVAILABLE,
-        &[flags::NO_ROUTE_FOUND],
+        ResponseFlags::NO_ROUTE_FOUND,
         "route_not_found".to_owned(),
         error.to_string(),
     )
@@ -79,7 +75,7 @@ pub(super) fn no_healthy_upstream(rec: Recorder) -> Response<Body> {
     local_reply(
         rec,
         StatusCode::SERVICE_UNAVAILABLE,
-        &[flags::NO_HEALTHY_UPSTREAM],
+        ResponseFlags::NO_HEALTHY_UPSTREAM,
         "no_healthy_upstream".to_owned(),
         "no healthy upstream".to_owned(),
     )
@@ -90,7 +86,7 @@ pub(super) fn loop_detected(rec: Recorder, addr: SocketAddr) -> Response<Body> {
     local_reply(
         rec,
         StatusCode::LOOP_DETECTED,
-        &[flags::NO_ROUTE_FOUND],
+        ResponseFlags::NO_ROUTE_FOUND,
         "loop_detected".to_owned(),
         format!("the destination {addr} is this proxy"),
     )
@@ -101,7 +97,7 @@ pub(super) fn dns_failure(rec: Recorder, why: String) -> Response<Body> {
     local_reply(
         rec,
         StatusCode::SERVICE_UNAVAILABLE,
-        &[flags::DNS_FAIL],
+        ResponseFlags::DNS_FAIL,
         "dns_resolution_failure".to_owned(),
         why,
     )
@@ -113,7 +109,7 @@ pub(super) fn upstream_reset(rec: Recorder, error: &hyper::Error) -> Response<Bo
     local_reply(
         rec,
         StatusCode::SERVICE_UNAVAILABLE,
-        &[flags::UPSTREAM_CONNECTION_TERMINATION],
+        ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
         "upstream_reset_before_response_started{connection_termination}".to_owned(),
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             .to_owned(),

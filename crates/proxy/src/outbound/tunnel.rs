@@ -12,9 +12,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Shared;
 use super::connect::{AppProtocol, ConnectError, Upstream};
-use super::event::{Recorder, flags};
+use super::event::Recorder;
 use super::record::record_upstream;
 use super::resolve::{Route, Transport};
+use crate::observe::record::ResponseFlags;
 
 /// Why no upstream connection could be opened for a byte stream.
 #[derive(Debug)]
@@ -33,15 +34,15 @@ impl TcpFailure {
     /// Records the failure on a TCP event (no HTTP status: the downstream is just closed).
     pub(super) fn record(&self, rec: &mut Recorder) {
         match self {
-            TcpFailure::NoEndpoint => rec.flag(flags::NO_HEALTHY_UPSTREAM),
+            TcpFailure::NoEndpoint => rec.flag(ResponseFlags::NO_HEALTHY_UPSTREAM),
             TcpFailure::Dns(why) => {
-                rec.flag(flags::DNS_FAIL);
+                rec.flag(ResponseFlags::DNS_FAIL);
                 let why = why.clone();
                 rec.update(|e| e.upstream_transport_failure_reason = Some(why));
             }
-            TcpFailure::Loop(_) => rec.flag(flags::NO_ROUTE_FOUND),
+            TcpFailure::Loop(_) => rec.flag(ResponseFlags::NO_ROUTE_FOUND),
             TcpFailure::Connect(e) => {
-                rec.flag(flags::UPSTREAM_CONNECTION_FAILURE);
+                rec.flag(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
                 let reason = e.transport_failure_reason();
                 rec.update(|ev| ev.upstream_transport_failure_reason = reason);
             }
