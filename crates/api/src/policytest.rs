@@ -113,6 +113,9 @@ pub struct TestService {
     pub selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<TestServicePort>,
+    /// The virtual IP (`spec.clusterIP`), where traffic captured to it is resolved.
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
 }
 
 /// `spec.services[].ports[]`.

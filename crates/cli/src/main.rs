@@ -1,6 +1,7 @@
 //! `meshward`: validate, check and test Istio security configuration.
 
 mod commands;
+mod mesh;
 mod output;
 mod policytest;
 
@@ -36,6 +37,31 @@ enum Command {
     Test(commands::test::TestArgs),
     /// A local certificate authority: create it, issue workload certificates, inspect PEM files.
     Ca(commands::ca::CaArgs),
+    /// Run the control plane: config store, proxy config push, CA service, JWKS, admin API.
+    ControlPlane(commands::control_plane::ControlPlaneArgs),
+    /// Add or change resources in the running control plane (all or nothing).
+    Apply(commands::apply::ApplyArgs),
+    /// Remove resources from the running control plane.
+    Delete(commands::apply::DeleteArgs),
+    /// Start a local mesh of pods from manifests (netns mode: root on Linux).
+    Up(commands::up::UpArgs),
+    /// Stop the local mesh and remove every namespace, rule, process and file it created.
+    Down(commands::down::DownArgs),
+    /// List the local mesh's pods (`get pods`), and the control plane's resources and proxies
+    /// (`get ap`, `get proxies`, …).
+    Get(commands::pods::GetArgs),
+    /// Run a command inside a pod of the local mesh (its traffic is captured like the app's).
+    Exec(commands::exec::ExecArgs),
+    /// Start a one-off pod, run a command in it, remove it; returns the command's exit code.
+    Run(commands::run::RunArgs),
+    /// Show the output of a pod's app or proxy.
+    Logs(commands::logs::LogsArgs),
+    /// The built-in echo app of local pods.
+    #[command(hide = true)]
+    Echo(commands::internal::EchoArgs),
+    /// Readiness probe run inside a pod.
+    #[command(hide = true)]
+    Probe(commands::internal::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +72,17 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(&args),
         Command::Test(args) => commands::test::run(&args),
         Command::Ca(args) => commands::ca::run(&args),
+        Command::ControlPlane(args) => commands::control_plane::run(&args),
+        Command::Apply(args) => commands::apply::apply(&args),
+        Command::Delete(args) => commands::apply::delete(&args),
+        Command::Up(args) => commands::up::run(&args),
+        Command::Down(args) => commands::down::run(&args),
+        Command::Get(args) => commands::pods::run(&args),
+        Command::Exec(args) => commands::exec::run(&args),
+        Command::Run(args) => commands::run::run(&args),
+        Command::Logs(args) => commands::logs::run(&args),
+        Command::Echo(args) => commands::internal::echo(&args),
+        Command::Probe(args) => commands::internal::probe(&args),
     };
     match result {
         Ok(code) => code,

@@ -23,6 +23,14 @@ pub enum MeshBuildError {
         /// The value given.
         address: String,
     },
+    /// A service's `clusterIP` is not an IP address.
+    #[error("service {service}: clusterIP `{address}` is not an IP address")]
+    ClusterIp {
+        /// The service name.
+        service: String,
+        /// The value given.
+        address: String,
+    },
 }
 
 /// The mesh of everything in a load report: its resources, and the workloads, services,
@@ -87,16 +95,24 @@ pub fn build_mesh(test: &PolicyTest, resources: &[LoadedResource]) -> Result<Mes
                 .collect(),
         });
     }
-    inventory
-        .services
-        .extend(spec.services.iter().map(service_def));
+    for s in &spec.services {
+        inventory.services.push(service_def(s)?);
+    }
     let all: Vec<&Resource> = resources.iter().map(|r| &r.resource).collect();
     inventory.add_resources(all.iter().copied());
     Ok(Mesh::new(settings, inventory, &all))
 }
 
-fn service_def(s: &TestService) -> ServiceDef {
-    ServiceDef {
+fn service_def(s: &TestService) -> Result<ServiceDef, MeshBuildError> {
+    let cluster_ip = match s.cluster_ip.as_deref() {
+        None | Some("" | "None") => None,
+        Some(ip) => Some(ip.parse().map_err(|_| MeshBuildError::ClusterIp {
+            service: s.name.clone(),
+            address: ip.to_owned(),
+        })?),
+    };
+    Ok(ServiceDef {
+        cluster_ip,
         namespace: s.namespace.clone().unwrap_or_else(|| "default".to_owned()),
         name: s.name.clone(),
         selector: Some(s.selector.clone()).filter(|m: &BTreeMap<_, _>| !m.is_empty()),
@@ -110,5 +126,5 @@ fn service_def(s: &TestService) -> ServiceDef {
                 app_protocol: p.app_protocol.clone(),
             })
             .collect(),
-    }
+    })
 }

@@ -139,6 +139,10 @@ pub struct ServiceDef {
     pub selector: Option<BTreeMap<String, String>>,
     /// Ports.
     pub ports: Vec<ServicePortDef>,
+    /// The virtual IP (`spec.clusterIP`); connections captured to it are resolved to this
+    /// service, as kube-proxy and Envoy's outbound listeners do. `None` for headless services
+    /// and declarations without one.
+    pub cluster_ip: Option<IpAddr>,
 }
 
 impl ServiceDef {
@@ -222,6 +226,7 @@ impl Inventory {
                             app_protocol: p.app_protocol.clone(),
                         })
                         .collect(),
+                    cluster_ip: s.spec.cluster_ip(),
                 }),
                 Resource::Deployment(d) => {
                     let t = &d.spec.template;
@@ -234,13 +239,25 @@ impl Inventory {
                         &t.spec,
                     );
                 }
-                Resource::Pod(p) => self.add_pod_like(
-                    p.metadata.namespace(),
-                    p.metadata.name(),
-                    &p.metadata.labels,
-                    &p.metadata.annotations,
-                    &p.spec,
-                ),
+                Resource::Pod(p) => {
+                    // `status.podIP` is where the runtime placed the pod (`meshward up` writes
+                    // it); a declared pod without one gets a made-up address.
+                    let address = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.as_deref())
+                        .and_then(|ip| ip.parse().ok());
+                    self.add_pod_like(
+                        p.metadata.namespace(),
+                        p.metadata.name(),
+                        &p.metadata.labels,
+                        &p.metadata.annotations,
+                        &p.spec,
+                    );
+                    if let (Some(address), Some(w)) = (address, self.workloads.last_mut()) {
+                        w.address = address;
+                    }
+                }
                 Resource::WorkloadEntry(we) => {
                     let address = we
                         .spec
@@ -368,6 +385,11 @@ impl Inventory {
             .find(|w| w.namespace == namespace && w.name == name)
     }
 
+    /// The service whose virtual IP is `ip`.
+    pub fn service_by_cluster_ip(&self, ip: IpAddr) -> Option<&ServiceDef> {
+        self.services.iter().find(|s| s.cluster_ip == Some(ip))
+    }
+
     /// Services selecting `w`.
     pub fn services_of<'s>(&'s self, w: &'s Workload) -> impl Iterator<Item = &'s ServiceDef> + 's {
         self.services.iter().filter(move |s| s.selects(w))
@@ -432,5 +454,43 @@ impl Inventory {
             TargetPort::Number(n) => Some(*n),
             TargetPort::Name(_) => endpoint.ports.first().map(|p| p.port),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory(yaml: &str) -> Inventory {
+        let report = meshward_api::load_text(yaml, "test.yaml", None);
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        let mut inventory = Inventory::default();
+        inventory.add_resources(report.resources.iter().map(|r| &r.resource));
+        inventory
+    }
+
+    #[test]
+    fn service_cluster_ip_and_pod_ip_come_from_manifests() {
+        let inv = inventory(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: backend, namespace: shop}\n\
+             spec: {clusterIP: 10.96.0.10, selector: {app: backend}, ports: [{port: 80, targetPort: 5678}]}\n\
+             ---\napiVersion: v1\nkind: Service\nmetadata: {name: headless, namespace: shop}\n\
+             spec: {clusterIP: None, ports: [{port: 80}]}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {name: backend-0, namespace: shop, labels: {app: backend}}\n\
+             spec: {containers: [{name: app, ports: [{containerPort: 5678}]}]}\nstatus: {podIP: 10.244.1.7}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {name: other, namespace: shop}\nspec: {}\n",
+        );
+        let vip: IpAddr = "10.96.0.10".parse().unwrap();
+        let svc = inv.service_by_cluster_ip(vip).unwrap();
+        assert_eq!(svc.name, "backend");
+        assert_eq!(inv.services[1].cluster_ip, None);
+        let pod = inv.workload("shop", "backend-0").unwrap();
+        assert_eq!(pod.address, "10.244.1.7".parse::<IpAddr>().unwrap());
+        // Without status.podIP a pod still gets an address of its own.
+        assert_ne!(inv.workload("shop", "other").unwrap().address, pod.address);
+        assert!(
+            inv.service_by_cluster_ip("10.96.0.11".parse().unwrap())
+                .is_none()
+        );
     }
 }

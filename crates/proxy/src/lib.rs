@@ -9,9 +9,11 @@
 
 pub mod certs;
 pub mod config;
+pub mod control;
 pub mod inbound;
 pub mod observe;
 pub mod outbound;
+mod request_id;
 pub mod run;
 pub mod state;
 pub mod telemetry;

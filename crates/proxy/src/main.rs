@@ -1,6 +1,6 @@
 //! `meshward-proxy`: the sidecar binary. Local mode: configuration from files (the same
 //! manifests `meshward check` reads), certificates from `meshward ca issue` files or a CA
-//! directory.
+//! directory. Control-plane mode (`--control-plane`): both from `meshward control-plane`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use meshward_proxy::control::ControlOptions;
 use meshward_proxy::run::{CertOrigin, InboundOption, ProxyOptions, run};
 
 /// The meshward sidecar: mTLS, PeerAuthentication, authorization and JWT on a workload's traffic.
@@ -19,8 +20,24 @@ struct Args {
     workload: String,
     /// Configuration files or folders (Kubernetes and Istio manifests, `workloads` declarations);
     /// re-read when they change.
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    #[arg(short = 'f', long = "filename", required_unless_present = "control_plane", num_args = 1..)]
     files: Vec<PathBuf>,
+    /// Take configuration and the workload certificate from this control plane (`host:port` of
+    /// `meshward control-plane`'s gRPC port) instead of files.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["files", "cert_dir", "ca_dir"])]
+    control_plane: Option<String>,
+    /// The CA's `host:port` when it is not the control plane's.
+    #[arg(long, value_name = "ADDR", requires = "control_plane")]
+    ca_address: Option<String>,
+    /// Root certificates (PEM) the control plane's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    ca_root: Option<PathBuf>,
+    /// A file holding the bootstrap token that obtains the first certificate from the CA.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    token_file: Option<PathBuf>,
+    /// The mesh trust domain (control-plane mode).
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
     /// Directory with key.pem, cert-chain.pem and root-cert.pem (from `meshward ca issue`).
     #[arg(long, conflicts_with = "ca_dir")]
     cert_dir: Option<PathBuf>,
@@ -52,6 +69,10 @@ struct Args {
     /// Log lines as JSON.
     #[arg(long)]
     log_json: bool,
+    /// Worker threads (Istio's `concurrency`). 1 runs everything on one thread, which is the
+    /// cheapest per request for a sidecar that shares its pod's CPU; 0 means one per core.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
 }
 
 fn main() -> ExitCode {
@@ -74,7 +95,25 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    let control = match (&args.control_plane, &args.ca_root) {
+        (Some(address), Some(root)) => {
+            let mut options = ControlOptions::new(address.clone(), root.clone());
+            options.ca_address = args.ca_address.clone();
+            options.token_file = args.token_file.clone();
+            options.trust_domain = args.trust_domain.clone();
+            options.pod_address = args.inbound_ip;
+            options.cert_ttl = args.cert_ttl.map(Duration::from_secs);
+            Some(options)
+        }
+        (Some(_), None) => {
+            eprintln!("error: --control-plane needs --ca-root FILE (the mesh root certificates)");
+            return ExitCode::from(2);
+        }
+        (None, _) => None,
+    };
     let certs = match (&args.cert_dir, &args.ca_dir) {
+        // Unused in control-plane mode: the certificate comes from the control plane's CA.
+        _ if control.is_some() => CertOrigin::Files(PathBuf::new()),
         (Some(dir), _) => CertOrigin::Files(dir.clone()),
         (None, Some(dir)) => CertOrigin::CaDir {
             dir: dir.clone(),
@@ -97,11 +136,9 @@ fn main() -> ExitCode {
         http_proxy: args.http_proxy,
         outbound_capture: args.outbound_capture,
         admin: args.admin,
+        control,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(args.concurrency) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -115,6 +152,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A single-threaded runtime for `--concurrency 1` (no work stealing, no cross-thread wake-ups),
+/// otherwise a work-stealing one with that many workers.
+fn build_runtime(concurrency: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if concurrency == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if concurrency > 1 {
+        builder.worker_threads(concurrency);
+    }
+    builder.enable_all().build()
 }
 
 /// SIGTERM (what Kubernetes and `meshward down` send) or Ctrl-C.

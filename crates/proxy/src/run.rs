@@ -63,6 +63,8 @@ pub struct ProxyOptions {
     pub outbound_capture: Option<SocketAddr>,
     /// Admin server address.
     pub admin: SocketAddr,
+    /// Configuration and certificate from a control plane instead of `files` and `certs`.
+    pub control: Option<crate::control::ControlOptions>,
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains.
@@ -71,15 +73,46 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (namespace, name) = options.workload.clone();
-    let mesh = config::load_mesh(&options.files)?;
-    let state = StateHandle::new(ProxyState::build(mesh, &namespace, &name, 1)?);
+    // Kept alive until the proxy stops: certificate rotation and the control-plane stream.
+    let mut _cert_source: Option<CertSource> = None;
+    let mut _cert_manager = None;
+    let mut control = None;
+    let (state, credentials) = match &options.control {
+        Some(control_options) => {
+            let boot = crate::control::bootstrap_certificate(control_options, &namespace).await?;
+            let trust_domains =
+                meshward_api::TrustDomains::new(boot.identity.trust_domain().clone(), []);
+            let client = crate::control::ControlClient::connect(
+                control_options,
+                &namespace,
+                &name,
+                boot.credentials.clone(),
+                trust_domains,
+                boot.identity.clone(),
+            )
+            .await?;
+            let state = client.state().clone();
+            let credentials = boot.credentials.clone();
+            _cert_manager = Some(boot.manager);
+            control = Some(client);
+            (state, credentials)
+        }
+        None => {
+            let mesh = config::load_mesh(&options.files)?;
+            let state = StateHandle::new(ProxyState::build(mesh, &namespace, &name, 1)?);
+            let identity = state.load().identity.clone();
+            let (credentials, source) = match &options.certs {
+                CertOrigin::Files(dir) => certs::from_cert_dir(dir.clone(), &identity)?,
+                CertOrigin::CaDir { dir, ttl } => {
+                    certs::from_ca_dir(dir.clone(), &identity, *ttl).await?
+                }
+            };
+            _cert_source = Some(source);
+            (state, credentials)
+        }
+    };
     let initial = state.load();
     let identity = initial.identity.clone();
-
-    let (credentials, _cert_source): (_, CertSource) = match &options.certs {
-        CertOrigin::Files(dir) => certs::from_cert_dir(dir.clone(), &identity)?,
-        CertOrigin::CaDir { dir, ttl } => certs::from_ca_dir(dir.clone(), &identity, *ttl).await?,
-    };
     let tls = MeshTls::new(credentials.clone(), initial.trust_domains.clone());
 
     let settings = initial.inbound.settings();
@@ -128,7 +161,13 @@ pub async fn run(
         AppTarget::on_host(options.app_host),
         mode,
     )
-    .with_events(telemetry.inbound_sink())
+    .with_events(match &control {
+        // A token with an unknown `kid` asks the control plane for a fresh JWKS.
+        Some(client) => {
+            crate::control::jwks_refresh_sink(telemetry.inbound_sink(), client.refresh_sender())
+        }
+        None => telemetry.inbound_sink(),
+    })
     .bind()
     .await?;
     for addr in inbound.local_addrs() {
@@ -149,7 +188,11 @@ pub async fn run(
     }
     let outbound_task = tokio::spawn(outbound.run(stopped()));
 
-    let watcher = config::watch(options.files.clone(), namespace, name, state.clone());
+    // In control-plane mode the stream replaces the file watcher.
+    let watcher = match &control {
+        Some(_) => tokio::spawn(async {}),
+        None => config::watch(options.files.clone(), namespace, name, state.clone()),
+    };
     readiness.set_ready(true);
     tracing::info!(identity = %identity, "meshward-proxy ready");
 

@@ -148,6 +148,7 @@ impl Telemetry {
         record.downstream_local_address = event.downstream_local_address;
         record.downstream_remote_address = event.downstream_remote_address;
         record.requested_server_name = event.requested_server_name.clone();
+        record.request_headers = event.request_headers.clone();
         self.access_log.log(&record);
 
         let me = state.workload();

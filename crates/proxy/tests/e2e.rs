@@ -209,6 +209,13 @@ fn two_sidecars_enforce_mtls_and_authorization() {
         ok.contains("URI=spiffe://cluster.local/ns/foo/sa/sleep"),
         "the app sees the client identity: {ok}"
     );
+    // The client sidecar gave the request an x-request-id, which the server sidecar kept.
+    let request_id = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no x-request-id reached the app: {ok}"));
+    assert_eq!(request_id.len(), 36, "{request_id}");
 
     // A path the policy does not allow: 403 with Envoy's exact body.
     let denied = http(
@@ -245,6 +252,11 @@ fn two_sidecars_enforce_mtls_and_authorization() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(log.contains("authz=allow"), "{log}");
+    assert_eq!(
+        log.matches(request_id.as_str()).count(),
+        2,
+        "both sidecars log the request under one id: {log}"
+    );
     assert!(log.contains("authz=deny policy=- "), "{log}");
     assert!(
         log.contains("rbac_access_denied_matched_policy[none]"),

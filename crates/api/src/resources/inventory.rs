@@ -58,8 +58,17 @@ pub struct ServiceSpec {
     pub ports: Vec<ServicePort>,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub service_type: Option<String>,
+    /// The service's virtual IP; `None` (the value) or `""` means headless / not allocated.
     #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
+}
+
+impl ServiceSpec {
+    /// The virtual IP, when `clusterIP` holds an address (not `None`, empty or malformed:
+    /// validation of Kubernetes kinds is lenient, and such a service simply has no VIP).
+    pub fn cluster_ip(&self) -> Option<std::net::IpAddr> {
+        self.cluster_ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
 }
 
 /// `Service.spec.ports[]`.
@@ -125,6 +134,15 @@ pub struct PodTemplate {
     pub spec: PodSpec,
 }
 
+/// `Pod.status`: only the pod IP, which places the pod on the network.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct PodStatus {
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+}
+
 /// Metadata of a pod template (no name or namespace of its own).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -147,6 +165,9 @@ pub struct Pod {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: PodSpec,
+    /// Written by the runtime that runs the pod (the kubelet, or `meshward up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
 }
 
 /// `PodSpec` (the parts that matter: identity and ports).

@@ -1,6 +1,17 @@
 //! One module per subcommand.
 
+pub(crate) mod apply;
 pub(crate) mod ca;
 pub(crate) mod check;
+pub(crate) mod control_api;
+pub(crate) mod control_plane;
+pub(crate) mod down;
+pub(crate) mod exec;
+pub(crate) mod get;
+pub(crate) mod internal;
+pub(crate) mod logs;
+pub(crate) mod pods;
+pub(crate) mod run;
 pub(crate) mod test;
+pub(crate) mod up;
 pub(crate) mod validate;

@@ -289,7 +289,12 @@ fn check_token(provider: &JwtProvider, token: &str, now: u64) -> Result<Jwt, Jwt
     if provider.keys.is_empty() {
         return Err(JwtFailure::JwksNoValidKeys);
     }
-    verify_signature(&jwt, &provider.keys)?;
+    // The signature is a function of the token and the keys alone, so a token these keys
+    // already verified skips the check; every other row above ran for this request.
+    if !provider.verified.contains(token) {
+        verify_signature(&jwt, &provider.keys)?;
+        provider.verified.insert(token);
+    }
     Ok(jwt)
 }
 

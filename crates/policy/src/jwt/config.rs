@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::cache::VerifiedSignatures;
 use super::claims::ALWAYS_SPACE_DELIMITED;
 use super::extract::Locations;
 use super::jwks::{Jwk, JwksError, SkippedKey, istiod_placeholder_jwks, parse_jwks};
@@ -72,6 +73,8 @@ pub struct JwtProvider {
     pub(crate) sanitized_headers: Vec<String>,
     pub(crate) forward: bool,
     pub(crate) space_delimited: BTreeSet<String>,
+    /// Tokens whose signature these keys already verified.
+    pub(crate) verified: VerifiedSignatures,
 }
 
 // === impl JwtProvider ===
@@ -148,6 +151,7 @@ impl JwtProvider {
             sanitized_headers,
             forward: rule.forward_original_token,
             space_delimited,
+            verified: VerifiedSignatures::default(),
         })
     }
 
@@ -166,6 +170,8 @@ impl JwtProvider {
         self.skipped = parsed.skipped;
         self.jwks_error = error;
         self.awaiting_keys = false;
+        // Verdicts remembered for the old keys say nothing about the new ones.
+        self.verified = VerifiedSignatures::default();
         self
     }
 

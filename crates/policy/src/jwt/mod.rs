@@ -12,6 +12,7 @@
 //! jwt_verify_lib message for message.
 
 mod authenticator;
+mod cache;
 mod claims;
 mod config;
 mod extract;

@@ -27,9 +27,6 @@ use super::reply::{self, local_reply};
 use super::xfcc;
 use crate::observe::record::ResponseFlags;
 
-/// Request headers copied into events (the default access-log format and metrics read them).
-const LOGGED_HEADERS: [&str; 3] = ["user-agent", "x-request-id", "x-forwarded-for"];
-
 /// authentication.md §5.5: "path = original path incl. query, truncated to 256 chars".
 const REALM_PATH_MAX: usize = 256;
 
@@ -111,19 +108,13 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
     let started = Instant::now();
     let mut event = conn.event(Timestamp::now());
     let (mut parts, body) = req.into_parts();
+    crate::request_id::ensure(&mut parts.headers);
     event.protocol = Some(match parts.version {
         Version::HTTP_10 => "HTTP/1.0",
         Version::HTTP_2 => "HTTP/2",
         _ => "HTTP/1.1",
     });
-    for name in LOGGED_HEADERS {
-        if let Some(v) = parts.headers.get(name) {
-            event.request_headers.push((
-                name.to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            ));
-        }
-    }
+    event.request_headers = crate::observe::record::logged_headers(&parts.headers);
     let grpc = reply::is_grpc(&parts.headers);
     // Envoy sets `x-forwarded-proto` (and `:scheme` when absent) from the downstream transport.
     let scheme = if conn.peer.is_some() { "https" } else { "http" };

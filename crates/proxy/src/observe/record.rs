@@ -448,6 +448,25 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
         .map(|(_, v)| v.as_str())
 }
 
+/// Request headers copied into events: the ones Istio's default access-log format and the
+/// metrics read.
+const LOGGED_HEADERS: [&str; 3] = ["user-agent", "x-request-id", "x-forwarded-for"];
+
+/// The [`LOGGED_HEADERS`] present in `headers` (first value each), for an event.
+pub(crate) fn logged_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    LOGGED_HEADERS
+        .iter()
+        .filter_map(|name| {
+            headers.get(*name).map(|v| {
+                (
+                    (*name).to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

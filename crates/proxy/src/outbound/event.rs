@@ -75,6 +75,9 @@ pub struct OutboundEvent {
     pub destination_service: Option<Arc<str>>,
     /// The destination workload `ns/name`, when the destination is in the mesh.
     pub destination_workload: Option<String>,
+    /// Request headers the default log format reads (`user-agent`, `x-request-id`,
+    /// `x-forwarded-for`), as sent upstream.
+    pub request_headers: Vec<(String, String)>,
 }
 
 impl OutboundEvent {
@@ -103,6 +106,7 @@ impl OutboundEvent {
             upstream_peer_identity: None,
             destination_service: None,
             destination_workload: None,
+            request_headers: Vec::new(),
         }
     }
 

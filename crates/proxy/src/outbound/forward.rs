@@ -58,9 +58,10 @@ pub(super) async fn forward(
     route: Result<Route, RouteError>,
     state_version: u64,
     authority: String,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     down: Downstream,
 ) -> Response<Body> {
+    crate::request_id::ensure(req.headers_mut());
     let mut rec = request_recorder(&shared, &req, &authority, &down);
     let route = match route {
         Ok(r) => r,

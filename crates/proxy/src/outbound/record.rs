@@ -41,6 +41,7 @@ pub(super) fn request_recorder(
         e.authority = Some(authority.to_owned());
         e.downstream_remote_address = Some(down.remote);
         e.downstream_local_address = Some(down.local);
+        e.request_headers = crate::observe::record::logged_headers(req.headers());
     });
     rec
 }

@@ -369,7 +369,10 @@ fn service_route(
     }
 }
 
-/// A captured `ip:port` (or an IP literal in a proxy request). A service's pod IP is treated
+/// A captured `ip:port` (or an IP literal in a proxy request). A service's virtual IP
+/// (`clusterIP`) names that service, as Envoy's outbound listener for `VIP:port` does: the
+/// route is the service port's cluster with all its endpoints; a VIP on a port the service does
+/// not declare passes through, as for a host name. A service's pod IP is treated
 /// as a mesh endpoint reached through the service whose target port it is: "a sidecar client
 /// treats the workload as a mesh endpoint: auto mTLS and its DestinationRules apply as for a
 /// service selecting it" (policy-tests.md, `to.workload`). An address no workload holds is
@@ -377,6 +380,12 @@ fn service_route(
 fn resolve_address(mesh: &Mesh, client: &Workload, addr: SocketAddr) -> Route {
     let ip = addr.ip();
     let port = addr.port();
+    if let Some(service) = mesh.inventory.service_by_cluster_ip(ip) {
+        return match service.ports.iter().find(|p| p.port == port) {
+            Some(service_port) => service_route(mesh, client, service, service_port).into(),
+            None => passthrough(ip.to_string(), port, Some(addr)),
+        };
+    }
     let candidates = || mesh.inventory.workloads.iter().filter(|w| w.address == ip);
     // Several workloads may share an address (tests on loopback); prefer one that declares
     // the port.
@@ -520,6 +529,76 @@ fn transport(tls: &ClientTls) -> Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state(yaml: &str, workload: &str) -> ProxyState {
+        let report = meshward_api::load_text(yaml, "mesh.yaml", None);
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        let mesh = meshward_policy::declared::mesh_from_report(&report).unwrap();
+        let (ns, name) = workload.split_once('/').unwrap();
+        ProxyState::build(mesh, ns, name, 1).unwrap()
+    }
+
+    const VIP_MESH: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: default}
+spec: {clusterIP: 10.96.0.20, selector: {app: backend}, ports: [{name: http, port: 80, targetPort: 5678}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: backend-0, namespace: default, labels: {app: backend}}
+spec: {serviceAccountName: backend-sa, containers: [{name: app, ports: [{containerPort: 5678}]}]}
+status: {podIP: 10.244.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: backend-1, namespace: default, labels: {app: backend}}
+spec: {serviceAccountName: backend-sa, containers: [{name: app, ports: [{containerPort: 5678}]}]}
+status: {podIP: 10.244.0.12}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: frontend-0, namespace: default, labels: {app: frontend}}
+spec: {containers: [{name: app, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.0.13}
+";
+
+    #[test]
+    fn captured_service_vip_resolves_to_the_service_and_all_endpoints() {
+        let state = state(VIP_MESH, "default/frontend-0");
+        let resolver = Resolver::new();
+        let vip: SocketAddr = "10.96.0.20:80".parse().unwrap();
+        let Route::Mesh(route) = resolver.resolve(&state, Destination::Address(vip)).unwrap()
+        else {
+            panic!("a service VIP must resolve inside the mesh");
+        };
+        assert_eq!(
+            &*route.cluster,
+            "outbound|80||backend.default.svc.cluster.local"
+        );
+        assert_eq!(route.service_port, 80);
+        let addrs: Vec<String> = route
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(addrs, ["10.244.0.11:5678", "10.244.0.12:5678"]);
+        // Both endpoints have sidecars: auto mTLS with the service's identity.
+        assert!(matches!(route.endpoints[0].transport, Transport::Mtls(_)));
+    }
+
+    #[test]
+    fn service_vip_on_an_undeclared_port_passes_through() {
+        let state = state(VIP_MESH, "default/frontend-0");
+        let addr: SocketAddr = "10.96.0.20:81".parse().unwrap();
+        let route = Resolver::new()
+            .resolve(&state, Destination::Address(addr))
+            .unwrap();
+        let Route::Passthrough(p) = route else {
+            panic!("an undeclared port of a VIP is outside the mesh");
+        };
+        assert_eq!(p.address, Some(addr));
+    }
 
     #[test]
     fn host_normalization() {

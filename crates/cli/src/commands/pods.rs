@@ -1,0 +1,156 @@
+//! `meshward get pods [-n NS | -A] [-o table|json|yaml]`: the pods of the running mesh.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::mesh::state::{Home, MeshState, PodState, alive};
+use crate::output::{Format, print_structured, print_table as print_rows, table};
+
+/// `meshward get`.
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(subcommand)]
+    what: GetWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum GetWhat {
+    /// Pods of the local mesh (`meshward up`).
+    #[command(alias = "pod", alias = "po")]
+    Pods(PodsArgs),
+    /// Resources and proxies of the control plane (`commands::get`).
+    #[command(flatten)]
+    Control(super::get::GetResource),
+}
+
+/// `get pods` options.
+#[derive(Debug, Args)]
+pub(crate) struct PodsArgs {
+    /// Only this namespace.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Every namespace (the default).
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// A pod as listed.
+#[derive(Debug, Serialize)]
+struct PodView {
+    namespace: String,
+    name: String,
+    ready: String,
+    status: &'static str,
+    ip: String,
+    service_account: String,
+    sidecar: bool,
+    deployment: Option<String>,
+    one_off: bool,
+}
+
+fn view(p: &PodState) -> PodView {
+    let containers: Vec<Option<u32>> = if p.one_off.is_some() {
+        vec![p.proxy_pid.filter(|_| p.plan.sidecar)]
+    } else if p.plan.sidecar {
+        vec![p.app_pid, p.proxy_pid]
+    } else {
+        vec![p.app_pid]
+    };
+    let expected = containers.len();
+    let running = containers
+        .iter()
+        .flatten()
+        .filter(|&&pid| alive(pid))
+        .count();
+    let status = if running == expected && p.ready {
+        "Running"
+    } else if !p.ready {
+        "Starting"
+    } else {
+        "Error"
+    };
+    PodView {
+        namespace: p.plan.namespace.clone(),
+        name: p.plan.name.clone(),
+        ready: format!("{running}/{expected}"),
+        status,
+        ip: p.plan.ip.to_string(),
+        service_account: p.plan.service_account.clone(),
+        sidecar: p.plan.sidecar,
+        deployment: p.plan.deployment.clone(),
+        one_off: p.one_off.is_some(),
+    }
+}
+
+/// Prints pods as a table.
+fn print_table_of(views: &[PodView]) {
+    let mut t = table();
+    t.set_header([
+        "NAMESPACE",
+        "NAME",
+        "READY",
+        "STATUS",
+        "IP",
+        "SERVICE ACCOUNT",
+        "SIDECAR",
+    ]);
+    for v in views {
+        t.add_row([
+            v.namespace.clone(),
+            v.name.clone(),
+            v.ready.clone(),
+            v.status.to_owned(),
+            v.ip.clone(),
+            v.service_account.clone(),
+            if v.sidecar { "yes" } else { "no" }.to_owned(),
+        ]);
+    }
+    print_rows(&mut t, "");
+}
+
+/// Prints the pods of `state` (optionally one namespace) as a table.
+pub(crate) fn print_table(state: &MeshState, namespace: Option<&str>) {
+    let views: Vec<PodView> = state
+        .pods
+        .iter()
+        .filter(|p| namespace.is_none_or(|ns| p.plan.namespace == ns))
+        .map(view)
+        .collect();
+    print_table_of(&views);
+}
+
+/// `meshward get` (until the control plane's `get` takes over and calls [`run_pods`]).
+pub(crate) fn run(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    let args = match &args.what {
+        GetWhat::Pods(args) => args,
+        GetWhat::Control(what) => return super::get::run(what),
+    };
+    run_pods(args)
+}
+
+/// `meshward get pods`: reads `state.json`, so it needs no control plane.
+pub(crate) fn run_pods(args: &PodsArgs) -> anyhow::Result<ExitCode> {
+    let Some(state) = Home::from_env()?.read()? else {
+        bail!("no mesh is running (start one with `meshward up -f FILE|DIR`)");
+    };
+    let namespace = args.namespace.as_deref().filter(|_| !args.all_namespaces);
+    match args.output {
+        Format::Table => print_table(&state, namespace),
+        format => {
+            let views: Vec<PodView> = state
+                .pods
+                .iter()
+                .filter(|p| namespace.is_none_or(|ns| p.plan.namespace == ns))
+                .map(view)
+                .collect();
+            print_structured(&views, format)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,394 @@
+//! `meshward up -f FILE|DIR... [-d]`: starts a local mesh from manifests and keeps it running.
+//!
+//! In the foreground, `up` is the supervisor: it starts the pods, waits until all are ready,
+//! then runs until Ctrl-C or SIGTERM and tears everything down. With `-d` it starts itself again
+//! as a detached supervisor (`up --supervise`, in its own process group, output to
+//! `logs/supervisor.log`) and returns once the supervisor reports every pod ready; the mesh then
+//! runs until `meshward down`.
+//!
+//! Netns mode only for now (root on Linux); loopback mode for other users is not implemented.
+
+use std::io::{Read, Seek};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use meshward_identity::CaDir;
+use meshward_identity::KeyAlgorithm;
+
+use crate::mesh::config;
+use crate::mesh::netns;
+use crate::mesh::plan::{self, MeshPlan};
+use crate::mesh::runtime::{self, Progress, READY_TIMEOUT, STOP_GRACE};
+use crate::mesh::state::{Home, MeshState, Phase, PodState, alive};
+use crate::mesh::supervisor::{self, Binaries};
+
+/// `meshward up`.
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Manifests: files or folders (a folder's YAML/JSON files, not its subfolders).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// Run in the background and return once every pod is ready.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Internal: this process is the detached supervisor.
+    #[arg(long, hide = true)]
+    supervise: bool,
+}
+
+/// Root, Linux and the tools netns mode needs; the error says what is missing.
+pub(crate) fn preflight() -> anyhow::Result<()> {
+    if !cfg!(target_os = "linux") || !rustix::process::geteuid().is_root() {
+        bail!(
+            "the local mesh runs in netns mode, which needs root on Linux (loopback mode for other users is not implemented yet)"
+        );
+    }
+    let missing = netns::missing_tools();
+    if !missing.is_empty() {
+        bail!(
+            "netns mode needs {} (Debian: apt-get install iproute2 iptables util-linux)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to start a second mesh.
+fn refuse_running(home: &Home) -> anyhow::Result<()> {
+    if let Some(state) = home.read()? {
+        if alive(state.supervisor_pid) {
+            bail!(
+                "a mesh is already running (supervisor pid {}); stop it with `meshward down`",
+                state.supervisor_pid
+            );
+        }
+        bail!(
+            "a previous mesh was not cleaned up (its supervisor, pid {}, is gone); run `meshward down` first",
+            state.supervisor_pid
+        );
+    }
+    Ok(())
+}
+
+/// `meshward up`.
+pub(crate) fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    preflight()?;
+    let home = Home::from_env()?;
+    let files: Vec<PathBuf> = args
+        .files
+        .iter()
+        .map(|f| std::fs::canonicalize(f).with_context(|| format!("cannot read `{}`", f.display())))
+        .collect::<anyhow::Result<_>>()?;
+    // Manifest errors are reported here, before anything is started.
+    let plan = plan::plan(plan::load(&files)?)?;
+    if args.detach && !args.supervise {
+        refuse_running(&home)?;
+        return detach(&home, &files, &plan);
+    }
+    supervise(&home, &files, plan, Progress::new())
+}
+
+/// Starts the detached supervisor and follows its progress until the mesh is ready.
+fn detach(home: &Home, files: &[PathBuf], plan: &MeshPlan) -> anyhow::Result<ExitCode> {
+    let progress = Progress::new();
+    home.create()?;
+    let log_path = home.supervisor_log();
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    // Kept open: if start-up fails, the supervisor removes its log with everything else, and
+    // this handle still reads what it wrote.
+    let mut reader = std::fs::File::open(&log_path)
+        .with_context(|| format!("cannot read {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the meshward executable")?;
+    let mut child = Command::new(exe)
+        .args(["up", "--supervise", "-d", "-f"])
+        .args(files)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start the mesh supervisor")?;
+    progress.step(format!(
+        "supervisor started (pid {}); starting {} pods, log: {}",
+        child.id(),
+        plan.pods.len(),
+        log_path.display()
+    ));
+    let deadline = Instant::now() + READY_TIMEOUT + Duration::from_secs(30);
+    let mut last_ready = usize::MAX;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut text = String::new();
+            let _ = reader.rewind();
+            let _ = reader.read_to_string(&mut text);
+            eprint!("{text}");
+            bail!("the mesh supervisor exited ({status}) before the mesh was ready");
+        }
+        if let Ok(Some(state)) = home.read()
+            && state.supervisor_pid == child.id()
+        {
+            let ready = state.pods.iter().filter(|p| p.ready).count();
+            if ready != last_ready && state.phase == Phase::Starting {
+                progress.step(format!("pods ready: {ready}/{}", state.pods.len()));
+                last_ready = ready;
+            }
+            if state.phase == Phase::Ready {
+                progress.done(format!(
+                    "mesh ready: {} pods, {} services (stop it with `meshward down`)",
+                    state.pods.len(),
+                    state.services.len()
+                ));
+                super::pods::print_table(&state, None);
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if Instant::now() > deadline {
+            supervisor::signal(child.id(), rustix::process::Signal::TERM);
+            let _ = child.wait();
+            bail!("the mesh was not ready in time; see {}", log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Signals that end the supervisor, watched on a small runtime of their own.
+fn watch_signals() -> anyhow::Result<(tokio::runtime::Runtime, Arc<AtomicBool>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = ready_tx.send(false);
+            return;
+        };
+        let _ = ready_tx.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {}
+        }
+        flag.store(true, Ordering::SeqCst);
+    });
+    if !ready_rx.recv().unwrap_or(false) {
+        bail!("cannot install signal handlers");
+    }
+    Ok((rt, stop))
+}
+
+/// The supervisor: start, wait for a signal, tear down.
+fn supervise(
+    home: &Home,
+    files: &[PathBuf],
+    plan: MeshPlan,
+    progress: Progress,
+) -> anyhow::Result<ExitCode> {
+    let (_rt, stop) = watch_signals()?;
+    let mut state = {
+        let _lock = home.lock()?;
+        refuse_running(home)?;
+        let mut pods = Vec::new();
+        for (n, p) in plan.pods.iter().enumerate() {
+            pods.push(PodState {
+                netns: netns::netns_name(&p.namespace, &p.name),
+                veth: netns::veth_name(u32::try_from(n).unwrap_or(u32::MAX)),
+                plan: p.clone(),
+                proxy_pid: None,
+                app_pid: None,
+                ready: false,
+                one_off: None,
+            });
+        }
+        let state = MeshState {
+            mode: "netns".to_owned(),
+            supervisor_pid: std::process::id(),
+            phase: Phase::Starting,
+            manifests: files.to_vec(),
+            next_link: u32::try_from(pods.len()).unwrap_or(u32::MAX),
+            pods,
+            services: plan.services.clone(),
+        };
+        home.write(&state)?;
+        state
+    };
+    let mut children: Vec<Child> = Vec::new();
+    let started = start(home, &plan, &mut state, &mut children, &stop, progress);
+    if let Err(e) = started {
+        let message = format!("{e:#}");
+        let _ = home.update(|s| s.phase = Phase::Failed(message.clone()));
+        eprintln!("error: {message}");
+        progress.step("tearing down");
+        supervisor::stop_children(&mut children, STOP_GRACE);
+        let current = home.read().ok().flatten();
+        let _ = runtime::sweep(home, current.as_ref().or(Some(&state)));
+        return Ok(ExitCode::FAILURE);
+    }
+    home.update(|s| s.phase = Phase::Ready)?;
+    progress.done(format!(
+        "mesh ready: {} pods, {} services",
+        state.pods.len(),
+        state.services.len()
+    ));
+    progress.step("running; Ctrl-C or `meshward down` stops it");
+    let mut reported: Vec<u32> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        for child in &mut children {
+            if let Ok(Some(status)) = child.try_wait()
+                && !reported.contains(&child.id())
+            {
+                reported.push(child.id());
+                let pod = state
+                    .pods
+                    .iter()
+                    .find(|p| p.app_pid == Some(child.id()) || p.proxy_pid == Some(child.id()));
+                let what = pod
+                    .map(|p| {
+                        let container = if p.proxy_pid == Some(child.id()) {
+                            "proxy"
+                        } else {
+                            "app"
+                        };
+                        format!("pod {} {container}", p.plan.key())
+                    })
+                    .unwrap_or_else(|| format!("process {}", child.id()));
+                eprintln!("warning: {what} exited ({status}); see `meshward logs`");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    progress.step("stopping the mesh");
+    let _ = home.update(|s| s.phase = Phase::Stopping);
+    supervisor::stop_children(&mut children, STOP_GRACE);
+    let current = home.read().ok().flatten();
+    let removed = runtime::sweep(home, current.as_ref().or(Some(&state)))?;
+    progress.done(format!(
+        "mesh stopped: removed {} namespaces and {} links",
+        removed.namespaces, removed.links
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start(
+    home: &Home,
+    plan: &MeshPlan,
+    state: &mut MeshState,
+    children: &mut Vec<Child>,
+    stop: &AtomicBool,
+    progress: Progress,
+) -> anyhow::Result<()> {
+    let bins = Binaries::find()?;
+    let interrupted = || -> anyhow::Result<()> {
+        if stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        Ok(())
+    };
+    progress.step(format!("mesh CA in {}", home.ca_dir().display()));
+    let trust_domain = "cluster.local"
+        .parse()
+        .map_err(|e| anyhow::anyhow!("trust domain: {e}"))?;
+    CaDir::new(home.ca_dir())
+        .load_or_init(trust_domain, KeyAlgorithm::EcdsaP256)
+        .with_context(|| format!("mesh CA in {}", home.ca_dir().display()))?;
+    config::write_resources(&home.config_dir(), &plan.resources)?;
+    config::write_inventory(
+        &home.config_dir(),
+        state.pods.iter().map(|p| &p.plan),
+        &state.services,
+    )?;
+    progress.step(format!(
+        "network: bridge {} (10.244.0.1/16), service VIPs in 10.96.0.0/16",
+        netns::BRIDGE
+    ));
+    netns::create_bridge()?;
+    let total = state.pods.len();
+    for (i, pod) in state.pods.iter().enumerate() {
+        interrupted()?;
+        runtime::create_pod(pod, state).with_context(|| format!("pod {}", pod.plan.key()))?;
+        progress.step(format!(
+            "[{}/{total}] pod {} {} ({}{})",
+            i + 1,
+            pod.plan.key(),
+            pod.plan.ip,
+            if pod.plan.sidecar {
+                "sidecar, "
+            } else {
+                "no sidecar, "
+            },
+            pod.plan
+                .run
+                .as_deref()
+                .map(|r| format!("runs `{r}`"))
+                .unwrap_or_else(|| "echo app".to_owned())
+        ));
+    }
+    for i in 0..state.pods.len() {
+        interrupted()?;
+        let Some(pod) = state.pods.get_mut(i) else {
+            continue;
+        };
+        let started = runtime::start_pod(home, pod, &bins, true)?;
+        children.extend(started);
+    }
+    let pods_now = state.pods.clone();
+    home.update(|s| s.pods = pods_now)?;
+    progress.step(format!("waiting for {total} pods to be ready"));
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = state
+            .pods
+            .iter()
+            .map(|pod| {
+                let bins = &bins;
+                scope.spawn(move || {
+                    let r = supervisor::wait_ready(pod, bins, true, READY_TIMEOUT);
+                    if r.is_ok() {
+                        let key = pod.plan.key();
+                        let _ = home.update(|s| {
+                            if let Some(p) = s.pods.iter_mut().find(|p| p.plan.key() == key) {
+                                p.ready = true;
+                            }
+                        });
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("probe thread failed".to_owned()))
+            })
+            .collect()
+    });
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if !failures.is_empty() {
+        bail!(
+            "{}\n(see the pods' logs under {})",
+            failures.join("\n"),
+            home.logs_dir().display()
+        );
+    }
+    for pod in &mut state.pods {
+        pod.ready = true;
+    }
+    Ok(())
+}

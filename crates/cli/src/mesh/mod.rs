@@ -1,0 +1,24 @@
+//! The local mesh runtime behind `meshward up`, `down`, `get pods`, `exec`, `run` and `logs`:
+//! ordinary manifests become local pods, each a Linux network namespace with its own IP on a
+//! bridge, service VIPs and names, and Istio's iptables capture around a `meshward-proxy`
+//! sidecar (netns mode, root on Linux).
+//!
+//! One module per job: [`plan`] (manifests → pods, services, addresses), [`netns`] (namespaces,
+//! veths, the bridge), [`capture`] (iptables rules), [`hosts`] (service names), [`config`] (the
+//! proxies' generated configuration), [`supervisor`] (processes, readiness, stopping),
+//! [`state`] (`~/.meshward/`), [`echo`] (the built-in app) and [`runtime`] (bringing pods up
+//! and sweeping them away).
+//!
+//! Not yet: loopback mode for non-root users, and the control plane. `up` starts no control
+//! plane; each proxy reads the generated manifests and issues its certificate from the mesh CA
+//! in `~/.meshward/ca` (see [`config`] and [`supervisor::proxy_command`] for the switch).
+
+pub(crate) mod capture;
+pub(crate) mod config;
+pub(crate) mod echo;
+pub(crate) mod hosts;
+pub(crate) mod netns;
+pub(crate) mod plan;
+pub(crate) mod runtime;
+pub(crate) mod state;
+pub(crate) mod supervisor;

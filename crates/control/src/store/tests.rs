@@ -1,0 +1,238 @@
+//! The store: all-or-nothing changes, errors naming file, line and field, versions only on
+//! change, sources owning their resources.
+
+use super::*;
+
+fn file(name: &str, text: &str) -> InputFile {
+    InputFile {
+        name: name.to_owned(),
+        text: text.to_owned(),
+    }
+}
+
+const MESH: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: foo
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: httpbin
+  namespace: foo
+  labels:
+    app: httpbin
+spec:
+  serviceAccountName: httpbin
+  containers:
+  - name: app
+    ports:
+    - containerPort: 8000
+";
+
+const ALLOW: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-get
+  namespace: foo
+spec:
+  selector:
+    matchLabels:
+      app: httpbin
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+";
+
+const INVALID: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: broken
+  namespace: foo
+spec:
+  action: MAYBE
+";
+
+#[test]
+fn a_valid_change_makes_a_new_version_and_an_identical_one_does_not() {
+    let store = Store::new();
+    let outcome = store
+        .apply(
+            Source::Api,
+            &[file("mesh.yaml", MESH), file("allow.yaml", ALLOW)],
+        )
+        .unwrap();
+    assert_eq!(outcome.version, 1);
+    assert_eq!(outcome.changes.len(), 3);
+    assert!(outcome.changes.iter().all(|(_, a)| *a == Action::Created));
+    assert!(
+        store
+            .current()
+            .mesh
+            .inventory
+            .workload("foo", "httpbin")
+            .is_some()
+    );
+
+    let again = store
+        .apply(Source::Api, &[file("allow.yaml", ALLOW)])
+        .unwrap();
+    assert_eq!(again.version, 1, "nothing changed");
+    assert_eq!(again.changes[0].1, Action::Unchanged);
+
+    let edited = ALLOW.replace("[GET]", "[GET, HEAD]");
+    let changed = store
+        .apply(Source::Api, &[file("allow.yaml", &edited)])
+        .unwrap();
+    assert_eq!(changed.version, 2);
+    assert_eq!(changed.changes[0].1, Action::Configured);
+    // A replaced resource keeps its place in the store order.
+    let kinds: Vec<String> = store
+        .current()
+        .entries
+        .iter()
+        .map(|e| e.key.kind.clone())
+        .collect();
+    assert_eq!(kinds, ["Namespace", "Pod", "AuthorizationPolicy"]);
+}
+
+#[test]
+fn an_invalid_change_is_refused_whole_with_file_line_and_field() {
+    let store = Store::new();
+    store
+        .apply(Source::Api, &[file("mesh.yaml", MESH)])
+        .unwrap();
+    let err = store
+        .apply(
+            Source::Api,
+            &[
+                file("allow.yaml", ALLOW),
+                file("policies/broken.yaml", INVALID),
+            ],
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("policies/broken.yaml:7:"), "{text}");
+    assert!(text.contains("spec.action"), "{text}");
+    assert!(text.contains("AuthorizationPolicy foo/broken"), "{text}");
+    // Nothing of the change was taken, not even the valid file.
+    let current = store.current();
+    assert_eq!(current.version, 1);
+    assert_eq!(current.entries.len(), 2);
+}
+
+#[test]
+fn errors_in_a_later_document_name_the_line_in_the_whole_file() {
+    let store = Store::new();
+    let text = format!("{MESH}---\n{INVALID}");
+    let err = store
+        .apply(Source::Api, &[file("all.yaml", &text)])
+        .unwrap_err();
+    // MESH has 18 lines, then `---`; `action` is line 7 of INVALID.
+    assert!(err.lines()[0].starts_with("all.yaml:26:"), "{err}");
+}
+
+#[test]
+fn delete_by_file_and_by_key() {
+    let store = Store::new();
+    store
+        .apply(
+            Source::Api,
+            &[file("mesh.yaml", MESH), file("allow.yaml", ALLOW)],
+        )
+        .unwrap();
+    let outcome = store.delete_files(&[file("allow.yaml", ALLOW)]).unwrap();
+    assert_eq!(outcome.version, 2);
+    assert_eq!(outcome.changes.len(), 1);
+    assert_eq!(outcome.changes[0].0.name, "allow-get");
+    // Deleting something absent changes nothing.
+    let again = store.delete_files(&[file("allow.yaml", ALLOW)]).unwrap();
+    assert_eq!(again.version, 2);
+    assert!(again.changes.is_empty());
+    // An invalid document still names what to delete.
+    store
+        .apply(
+            Source::Api,
+            &[file("allow.yaml", &ALLOW.replace("allow-get", "broken"))],
+        )
+        .unwrap();
+    let by_invalid = store.delete_files(&[file("broken.yaml", INVALID)]).unwrap();
+    assert_eq!(by_invalid.changes.len(), 1);
+}
+
+#[test]
+fn a_source_holds_exactly_what_its_files_contain() {
+    let store = Store::new();
+    let folder = Source::Path("mesh/".into());
+    store
+        .replace_source(
+            folder.clone(),
+            &[file("mesh/a.yaml", MESH), file("mesh/b.yaml", ALLOW)],
+        )
+        .unwrap();
+    store
+        .apply(
+            Source::Api,
+            &[file("extra.yaml", &ALLOW.replace("allow-get", "extra"))],
+        )
+        .unwrap();
+    assert_eq!(store.current().entries.len(), 4);
+    // b.yaml removed from the folder: its policy goes, the API's stays.
+    let outcome = store
+        .replace_source(folder, &[file("mesh/a.yaml", MESH)])
+        .unwrap();
+    let changed: Vec<_> = outcome
+        .changes
+        .into_iter()
+        .filter(|(_, a)| *a != Action::Unchanged)
+        .collect();
+    assert_eq!(
+        changed,
+        vec![(
+            StoreKey {
+                kind: "AuthorizationPolicy".into(),
+                namespace: "foo".into(),
+                name: "allow-get".into()
+            },
+            Action::Deleted
+        )]
+    );
+    let names: Vec<String> = store
+        .current()
+        .entries
+        .iter()
+        .map(|e| e.key.name.clone())
+        .collect();
+    assert_eq!(names, ["foo", "httpbin", "extra"]);
+}
+
+#[test]
+fn list_items_are_stored_one_by_one_with_the_list_text() {
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata:\n    name: a\n- apiVersion: v1\n  kind: Namespace\n  metadata:\n    name: b\n";
+    let store = Store::new();
+    store
+        .apply(Source::Api, &[file("list.yaml", list)])
+        .unwrap();
+    let current = store.current();
+    let items: Vec<(&str, &str)> = current
+        .entries
+        .iter()
+        .map(|e| (e.key.name.as_str(), e.document.item.as_str()))
+        .collect();
+    assert_eq!(items, [("a", "items[0]"), ("b", "items[1]")]);
+    assert_eq!(current.entries[1].object["metadata"]["name"], "b");
+}
+
+#[test]
+fn declarations_in_the_policytest_shape_are_stored() {
+    let declared = "apiVersion: meshward.dev/v1alpha1\nkind: PolicyTest\nmetadata:\n  name: mesh\nspec:\n  workloads:\n  - name: web\n    namespace: foo\n    address: 127.0.0.5\n    ports:\n    - port: 8080\n";
+    let store = Store::new();
+    store
+        .apply(Source::Api, &[file("declared.yaml", declared)])
+        .unwrap();
+    let current = store.current();
+    assert_eq!(current.entries[0].key.kind, "PolicyTest");
+    let web = current.mesh.inventory.workload("foo", "web").unwrap();
+    assert_eq!(web.address.to_string(), "127.0.0.5");
+}
