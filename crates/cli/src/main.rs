@@ -31,6 +31,8 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Find Istio's analyzer problems and silent policy traps in manifests (offline).
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Decide one connection or request and explain why, policy by policy and rule by rule.
     Check(commands::check::CheckArgs),
     /// Run PolicyTests (offline, with the decision engine).
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { files, output } => commands::validate::run(&files, output),
+        Command::Analyze(args) => commands::analyze::run(&args),
         Command::Check(args) => commands::check::run(&args),
         Command::Test(args) => commands::test::run(&args),
         Command::Ca(args) => commands::ca::run(&args),

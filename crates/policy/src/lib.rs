@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod analyze;
 pub mod attributes;
 pub mod authz;
 pub mod client_tls;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod analyze;
 pub(crate) mod apply;
 pub(crate) mod ca;
 pub(crate) mod check;

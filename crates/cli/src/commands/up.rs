@@ -22,6 +22,7 @@ use meshward_identity::CaDir;
 use meshward_identity::KeyAlgorithm;
 
 use crate::mesh::config;
+use crate::mesh::control;
 use crate::mesh::netns;
 use crate::mesh::plan::{self, MeshPlan};
 use crate::mesh::runtime::{self, Progress, READY_TIMEOUT, STOP_GRACE};
@@ -225,6 +226,7 @@ fn supervise(
             next_link: u32::try_from(pods.len()).unwrap_or(u32::MAX),
             pods,
             services: plan.services.clone(),
+            control_plane_pid: None,
         };
         home.write(&state)?;
         state
@@ -319,6 +321,15 @@ fn start(
         netns::BRIDGE
     ));
     netns::create_bridge()?;
+    progress.step(format!(
+        "control plane: CA and configuration on {}, admin API on 127.0.0.1:15014",
+        control::grpc_address()
+    ));
+    let control_plane = control::start(home, &bins)?;
+    state.control_plane_pid = Some(control_plane.id());
+    children.push(control_plane);
+    let pid = state.control_plane_pid;
+    home.update(|s| s.control_plane_pid = pid)?;
     let total = state.pods.len();
     for (i, pod) in state.pods.iter().enumerate() {
         interrupted()?;

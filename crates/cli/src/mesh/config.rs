@@ -5,12 +5,10 @@
 //!   unchanged (written once);
 //! - `inventory.json`: one `Pod` per running pod, with `status.podIP` and the sidecar decision
 //!   pinned in `sidecar.istio.io/inject`, and every `Service` with its `spec.clusterIP`
-//!   (rewritten when `meshward run` adds or removes a pod; proxies poll and reload it).
+//!   (rewritten when `meshward run` adds or removes a pod).
 //!
-//! Deployments are not passed on: their replicas are the Pods. Until the control plane
-//! (`crates/control`) serves this over gRPC, these files are the whole control plane; switching
-//! is a matter of starting the proxies with `--control-plane ADDR` instead of `-f DIR`
-//! (`supervisor::proxy_command`).
+//! Deployments are not passed on: their replicas are the Pods. The mesh's control plane
+//! watches this folder and serves each sidecar its part of it; `meshward apply` adds to it live.
 
 use std::path::Path;
 

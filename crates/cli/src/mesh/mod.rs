@@ -4,17 +4,18 @@
 //! sidecar (netns mode, root on Linux).
 //!
 //! One module per job: [`plan`] (manifests → pods, services, addresses), [`netns`] (namespaces,
-//! veths, the bridge), [`capture`] (iptables rules), [`hosts`] (service names), [`config`] (the
+//! veths, the bridge), [`control`] (the control plane process), [`capture`] (iptables rules), [`hosts`] (service names), [`config`] (the
 //! proxies' generated configuration), [`supervisor`] (processes, readiness, stopping),
 //! [`state`] (`~/.meshward/`), [`echo`] (the built-in app) and [`runtime`] (bringing pods up
 //! and sweeping them away).
 //!
-//! Not yet: loopback mode for non-root users, and the control plane. `up` starts no control
-//! plane; each proxy reads the generated manifests and issues its certificate from the mesh CA
-//! in `~/.meshward/ca` (see [`config`] and [`supervisor::proxy_command`] for the switch).
+//! `up` also runs the control plane ([`control`]): it watches the generated configuration,
+//! serves the pods' sidecars their configuration and certificates over the bridge, and takes
+//! `meshward apply|get|delete` on loopback. Not yet: loopback mode for non-root users.
 
 pub(crate) mod capture;
 pub(crate) mod config;
+pub(crate) mod control;
 pub(crate) mod echo;
 pub(crate) mod hosts;
 pub(crate) mod netns;

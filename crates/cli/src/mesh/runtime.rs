@@ -151,6 +151,13 @@ pub(crate) fn sweep(home: &Home, state: Option<&MeshState>) -> anyhow::Result<Re
         .map(|n| (n.clone(), String::new()))
         .collect();
     if let Some(state) = state {
+        if let Some(pid) = state
+            .control_plane_pid
+            .filter(|pid| super::state::alive(*pid))
+        {
+            supervisor::terminate_pids(&[pid], STOP_GRACE);
+            removed.processes += 1;
+        }
         for pod in &state.pods {
             // Recorded pids are only signalled while their namespace still exists, so a pid
             // reused by an unrelated process after a reboot is never touched.

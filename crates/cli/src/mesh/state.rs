@@ -101,6 +101,12 @@ impl Home {
             .join(pod)
             .join(format!("{container}.log"))
     }
+    /// A sidecar's bootstrap token for the CA.
+    pub(crate) fn token_file(&self, namespace: &str, pod: &str) -> PathBuf {
+        self.root
+            .join("tokens")
+            .join(format!("{namespace}.{pod}.token"))
+    }
     /// The detached supervisor's own log.
     pub(crate) fn supervisor_log(&self) -> PathBuf {
         self.logs_dir().join("supervisor.log")
@@ -164,7 +170,7 @@ impl Home {
 
     /// Removes everything but the CA.
     pub(crate) fn remove_runtime_files(&self) -> Result<(), StateError> {
-        for dir in [self.config_dir(), self.logs_dir()] {
+        for dir in [self.config_dir(), self.logs_dir(), self.root.join("tokens")] {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -250,6 +256,9 @@ pub(crate) struct MeshState {
     pub(crate) services: Vec<ServicePlan>,
     /// Next number for a veth name.
     pub(crate) next_link: u32,
+    /// The control plane process.
+    #[serde(default)]
+    pub(crate) control_plane_pid: Option<u32>,
 }
 
 impl MeshState {
@@ -333,6 +342,7 @@ mod tests {
             pods: vec![pod("test", None), pod("backend-0", Some("backend"))],
             services: vec![],
             next_link: 2,
+            control_plane_pid: None,
         };
         home.write(&state).unwrap();
         assert_eq!(home.read().unwrap().unwrap(), state);

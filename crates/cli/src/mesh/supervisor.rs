@@ -55,6 +55,14 @@ pub(crate) enum SuperviseError {
         #[source]
         source: std::io::Error,
     },
+    /// The control plane gave no bootstrap token.
+    #[error("pod {pod}: {reason}")]
+    Token {
+        /// `ns/name`.
+        pod: String,
+        /// Why.
+        reason: String,
+    },
     /// This executable's path is unknown.
     #[error("cannot find the meshward executable: {0}")]
     SelfExe(std::io::Error),
@@ -98,7 +106,7 @@ impl Binaries {
     }
 }
 
-fn log_file(path: &Path) -> Result<(File, File), SuperviseError> {
+pub(crate) fn log_file(path: &Path) -> Result<(File, File), SuperviseError> {
     let err = |source| SuperviseError::Log {
         path: path.to_owned(),
         source,
@@ -159,7 +167,7 @@ pub(crate) fn start_app(
 /// The proxy's command line. The control plane is not wired in yet: each proxy reads the
 /// generated configuration directory (`config`) and issues its own certificate from the mesh
 /// CA. Switching to the control plane replaces `-f` and `--ca-dir` with `--control-plane`.
-pub(crate) fn proxy_command(home: &Home, pod: &PodState, bins: &Binaries) -> Command {
+pub(crate) fn proxy_command(home: &Home, pod: &PodState, bins: &Binaries, token: &Path) -> Command {
     let p = &pod.plan;
     let uid = PROXY_UID.to_string();
     let mut cmd = Command::new("ip");
@@ -173,10 +181,13 @@ pub(crate) fn proxy_command(home: &Home, pod: &PodState, bins: &Binaries) -> Com
             "--",
         ])
         .arg(&bins.proxy)
-        .args(["--workload", &p.key(), "-f"])
-        .arg(home.config_dir())
-        .arg("--ca-dir")
-        .arg(home.ca_dir())
+        .args(["--workload", &p.key()])
+        .arg("--control-plane")
+        .arg(super::control::grpc_address())
+        .arg("--ca-root")
+        .arg(super::control::root_certificate(home))
+        .arg("--token-file")
+        .arg(token)
         .arg("--inbound-capture")
         .arg(format!("0.0.0.0:{INBOUND_PORT}"))
         .arg("--outbound-capture")
@@ -196,7 +207,11 @@ pub(crate) fn start_proxy(
 ) -> Result<Child, SuperviseError> {
     let p = &pod.plan;
     let (out, err) = log_file(&home.pod_log(&p.namespace, &p.name, "proxy"))?;
-    let mut cmd = proxy_command(home, pod, bins);
+    let token = super::control::bootstrap_token(home, pod).map_err(|e| SuperviseError::Token {
+        pod: p.key(),
+        reason: format!("{e:#}"),
+    })?;
+    let mut cmd = proxy_command(home, pod, bins, &token);
     cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -1,0 +1,125 @@
+//! The local mesh's control plane: `meshward control-plane` as a process in the host's network
+//! namespace, serving the pods on the bridge address (the CA and the configuration stream, as
+//! istiod's 15012) and the CLI on loopback (the admin API that `apply`, `get` and `delete` use).
+//! It watches the mesh's generated configuration folder, so pods added by `meshward run` reach
+//! it like any change. Each sidecar gets a bootstrap token for its service account from the
+//! admin API, as Kubernetes gives a pod its service-account token; the proxy trades it for its
+//! first certificate and then renews through the CA.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use super::plan::BRIDGE_IP;
+use super::state::{Home, PodState};
+use super::supervisor::{Binaries, log_file};
+use crate::commands::control_api::{ControlPlaneUrl, DEFAULT_CONTROL_PLANE};
+
+/// The gRPC port (CA and configuration stream) on the bridge.
+pub(crate) const GRPC_PORT: u16 = 15012;
+/// How long the control plane may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where pods reach the control plane.
+pub(crate) fn grpc_address() -> String {
+    format!("{BRIDGE_IP}:{GRPC_PORT}")
+}
+
+/// The admin API, as the CLI's default `--control-plane` expects it.
+fn admin() -> ControlPlaneUrl {
+    ControlPlaneUrl {
+        url: DEFAULT_CONTROL_PLANE.to_owned(),
+    }
+}
+
+/// The admin API's `host:port`.
+fn admin_address() -> &'static str {
+    DEFAULT_CONTROL_PLANE.trim_start_matches("http://")
+}
+
+/// The root certificate proxies check the control plane's certificate against.
+pub(crate) fn root_certificate(home: &Home) -> PathBuf {
+    home.ca_dir().join("root-cert.pem")
+}
+
+/// Starts the control plane (the bridge must exist) and waits until its admin API answers.
+pub(crate) fn start(home: &Home, bins: &Binaries) -> anyhow::Result<Child> {
+    let log = home.logs_dir().join("control-plane.log");
+    let (out, err) = log_file(&log)?;
+    let mut cmd = Command::new(&bins.meshward);
+    cmd.arg("control-plane")
+        .arg("-f")
+        .arg(home.config_dir())
+        .arg("--listen")
+        .arg(grpc_address())
+        .arg("--admin")
+        .arg(admin_address())
+        .arg("--ca-dir")
+        .arg(home.ca_dir())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let mut child = cmd.spawn().context("cannot start the control plane")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if admin().get("/api/v1/status").is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the control plane exited ({status}); see {}", log.display());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the control plane did not answer on {} within {}s; see {}",
+                admin_address(),
+                START_TIMEOUT.as_secs(),
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Obtains a bootstrap token for `pod`'s service account and writes it where only root (and
+/// the proxy, through its read capability) can read it; returns the file.
+pub(crate) fn bootstrap_token(home: &Home, pod: &PodState) -> anyhow::Result<PathBuf> {
+    let p = &pod.plan;
+    let answer = admin().request(
+        "POST",
+        "/api/v1/tokens",
+        Some(&json!({"namespace": p.namespace, "serviceAccount": p.service_account})),
+    )?;
+    let token = answer
+        .body
+        .get("token")
+        .and_then(|t| t.as_str())
+        .filter(|_| (200..300).contains(&answer.status))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "pod {}: no bootstrap token: {}",
+                p.key(),
+                crate::commands::control_api::error_text(&answer)
+            )
+        })?;
+    let path = home.token_file(&p.namespace, &p.name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    }
+    let mut file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| path.display().to_string())?;
+    std::io::Write::write_all(&mut file, token.as_bytes())
+        .with_context(|| path.display().to_string())?;
+    Ok(path)
+}
