@@ -4,23 +4,15 @@
 //! it is back. Loopback addresses only.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshward_control::{ControlPlane, ControlPlaneOptions};
 
-/// Kills the process when the test ends, pass or fail.
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod processes;
+use processes::{Proxy, http, start_echo_app, wait_ready};
 
 const SLEEP: &str = "127.0.0.61";
 const APP: &str = "127.0.0.72:8000";
@@ -83,40 +75,6 @@ spec:
 ";
 
 /// Answers every request with 200 and the request head.
-fn start_echo_app(addr: &str) {
-    let listener = std::net::TcpListener::bind(addr).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 16384];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = String::from_utf8_lossy(&head).to_string();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes());
-            });
-        }
-    });
-}
-
-fn http(addr: SocketAddr, request: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out)?;
-    Ok(String::from_utf8_lossy(&out).to_string())
-}
-
 /// The status line of `path` on httpbin, through sleep's sidecar.
 fn get(path: &str) -> String {
     let proxy: SocketAddr = format!("{SLEEP}:15080").parse().unwrap();
@@ -126,22 +84,6 @@ fn get(path: &str) -> String {
     )
     .unwrap_or_else(|e| format!("error: {e}"));
     answer.lines().next().unwrap_or_default().to_owned()
-}
-
-fn wait_ready(admin: &str) {
-    let admin: SocketAddr = admin.parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http(
-            admin,
-            "GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
-        ) && r.starts_with("HTTP/1.1 200")
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("proxy with admin {admin} did not become ready");
 }
 
 /// How long until `get(path)` answers `status` (polling every 10 ms, up to 5 s).
@@ -201,7 +143,7 @@ fn live_traffic_follows_the_control_plane_and_survives_its_absence() {
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
     std::fs::write(config.join("mesh.yaml"), MESH).unwrap();
-    start_echo_app(APP);
+    start_echo_app(APP.parse().unwrap());
 
     let cp = start_control_plane(&rt, dir.path(), "127.0.0.1:0".parse().unwrap());
     let grpc = cp.grpc_addr();
@@ -222,8 +164,8 @@ fn live_traffic_follows_the_control_plane_and_survives_its_absence() {
             "127.0.0.61:15000",
         ],
     );
-    wait_ready("127.0.0.71:15000");
-    wait_ready("127.0.0.61:15000");
+    wait_ready("127.0.0.71:15000".parse().unwrap());
+    wait_ready("127.0.0.61:15000".parse().unwrap());
     assert!(get("/get").starts_with("HTTP/1.1 200"), "{}", get("/get"));
 
     // A valid policy takes effect on live traffic.

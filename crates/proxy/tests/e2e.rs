@@ -4,23 +4,15 @@
 //! each decision.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshward_identity::{CaDir, KeyAlgorithm, TrustDomain};
 
-/// Kills the process when the test ends, pass or fail.
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod processes;
+use processes::{Proxy, http, start_echo_app, wait_ready};
 
 fn mesh_yaml(log: &Path) -> String {
     format!(
@@ -91,31 +83,6 @@ spec:
     )
 }
 
-/// A one-connection-at-a-time HTTP/1.1 application that echoes the request head in its body.
-fn start_echo_app(addr: SocketAddr) -> std::thread::JoinHandle<()> {
-    let listener = std::net::TcpListener::bind(addr).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = vec![0u8; 16384];
-            let mut head = Vec::new();
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let body = String::from_utf8_lossy(&head).to_string();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                body.len(),
-                body
-            );
-            let _ = stream.write_all(response.as_bytes());
-        }
-    })
-}
-
 fn spawn_proxy(args: &[&str]) -> Proxy {
     let child = Command::new(env!("CARGO_BIN_EXE_meshward-proxy"))
         .args(args)
@@ -125,31 +92,6 @@ fn spawn_proxy(args: &[&str]) -> Proxy {
         .spawn()
         .unwrap();
     Proxy(child)
-}
-
-/// Sends raw HTTP/1.1 and returns everything the server wrote before closing.
-fn http(addr: SocketAddr, request: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out)?;
-    Ok(String::from_utf8_lossy(&out).to_string())
-}
-
-fn wait_ready(admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http(
-            admin,
-            "GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
-        ) && r.starts_with("HTTP/1.1 200")
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("proxy with admin {admin} did not become ready");
 }
 
 #[test]
@@ -166,7 +108,7 @@ fn two_sidecars_enforce_mtls_and_authorization() {
     std::fs::create_dir(&config).unwrap();
     let access_log = dir.path().join("access.log");
     std::fs::write(config.join("mesh.yaml"), mesh_yaml(&access_log)).unwrap();
-    let _app = start_echo_app("127.0.0.22:8000".parse().unwrap());
+    start_echo_app("127.0.0.22:8000".parse().unwrap());
 
     let config_arg = config.to_str().unwrap();
     let ca_arg = ca_dir.to_str().unwrap();
