@@ -1,0 +1,230 @@
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+//! The local mesh for tests (netns mode): a mesh home in a temporary directory, `meshward` run
+//! against it, curl inside pods, and the check that `down` left nothing behind.
+//!
+//! Needs root, `ip`, `iptables`, `setpriv` and `curl` (Debian: iproute2, iptables, util-linux,
+//! curl; `.ci/run` installs them) and the `meshward-proxy` binary (built by `cargo test
+//! --workspace`, or `cargo build -p meshward-proxy`). Without them a test says so and passes.
+//! A mesh is global to the machine (one bridge, fixed addresses), so every test binary takes
+//! turns through one lock file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// Tests in one binary take turns here …
+static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// … and test binaries (and people running them side by side) take turns on this file.
+const MACHINE_LOCK: &str = "/tmp/meshward-mesh-test.lock";
+
+pub(crate) fn seeds() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seeds")
+}
+
+pub(crate) fn proxy_binary() -> Option<PathBuf> {
+    let meshward = PathBuf::from(env!("CARGO_BIN_EXE_meshward"));
+    let candidate = meshward.parent()?.join("meshward-proxy");
+    candidate.is_file().then_some(candidate)
+}
+
+pub(crate) fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+pub(crate) fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Why the mesh cannot run here, if it cannot.
+pub(crate) fn skip_reason() -> Option<String> {
+    if !cfg!(target_os = "linux") || !is_root() {
+        return Some("not root on Linux".to_owned());
+    }
+    let missing: Vec<&str> = ["ip", "iptables", "setpriv", "curl"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!("missing tools: {}", missing.join(", ")));
+    }
+    if proxy_binary().is_none() {
+        return Some("meshward-proxy is not built (cargo build -p meshward-proxy)".to_owned());
+    }
+    None
+}
+
+/// A mesh home in a temporary directory; dropping it runs `meshward down`, so a failing test
+/// still removes everything.
+pub(crate) struct Mesh {
+    pub(crate) home: tempfile::TempDir,
+    _turn: MutexGuard<'static, ()>,
+    /// Held (flock) for the mesh's life; closing the file releases it.
+    _machine_turn: File,
+}
+
+impl Mesh {
+    pub(crate) fn new() -> Option<Self> {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED: the local mesh test needs root, iproute2, iptables, curl: {why}");
+            return None;
+        }
+        let turn = ONE_MESH_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let machine_turn = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(MACHINE_LOCK)
+            .unwrap();
+        machine_turn.lock().unwrap();
+        let mesh = Self {
+            home: tempfile::tempdir().unwrap(),
+            _turn: turn,
+            _machine_turn: machine_turn,
+        };
+        // A mesh left by an earlier, killed run would make `up` refuse.
+        mesh.down_quietly();
+        Some(mesh)
+    }
+
+    pub(crate) fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_meshward"))
+            .args(args)
+            .env("MESHWARD_HOME", self.home.path())
+            .env("MESHWARD_PROXY", proxy_binary().unwrap())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub(crate) fn up(&self, files: &[PathBuf]) {
+        let mut args = vec!["up".to_owned(), "-d".to_owned(), "-f".to_owned()];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.cmd(&args);
+        assert!(
+            out.status.success(),
+            "meshward up failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub(crate) fn down(&self) {
+        let out = self.cmd(&["down"]);
+        assert!(
+            out.status.success(),
+            "meshward down failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub(crate) fn down_quietly(&self) {
+        let _ = self.cmd(&["down"]);
+    }
+
+    /// `curl` inside a pod (`exec` target or `run` one-off pod args): exit code, HTTP code and
+    /// body.
+    pub(crate) fn curl(&self, how: &[&str], url: &str, extra: &[&str]) -> Curl {
+        let mut args: Vec<&str> = how.to_vec();
+        args.extend(["--", "curl", "-sS", "-m", "10", "-w", "\n%{http_code}"]);
+        args.extend(extra);
+        args.push(url);
+        let out = self.cmd(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        Curl {
+            exit: out.status.code(),
+            http: code.trim().to_owned(),
+            body: body.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Everything `down` must remove is gone.
+    pub(crate) fn assert_clean(&self) {
+        let netns = run("ip", &["netns", "list"]);
+        assert!(
+            !netns.lines().any(|l| l.starts_with("mw-")),
+            "namespaces left: {netns}"
+        );
+        let links = run("ip", &["-o", "link", "show"]);
+        assert!(
+            !links
+                .lines()
+                .filter_map(|l| l.split(':').nth(1))
+                .any(|n| n.trim() == "mw0" || n.trim().starts_with("mw-")),
+            "links left: {links}"
+        );
+        for table in ["filter", "nat"] {
+            let rules = run("iptables", &["-t", table, "-S"]);
+            assert!(!rules.contains("meshward"), "host rules left: {rules}");
+        }
+        let etc: Vec<_> = std::fs::read_dir("/etc/netns")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("mw-"))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(etc.is_empty(), "/etc/netns entries left: {etc:?}");
+        // Every process of the mesh had the home directory on its command line.
+        let home = self.home.path().to_string_lossy().into_owned();
+        let procs: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter_map(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let zombie = stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+                (!zombie && cmdline.contains(&home)).then_some(cmdline)
+            })
+            .collect();
+        assert!(procs.is_empty(), "processes left: {procs:?}");
+        let files: Vec<String> = std::fs::read_dir(self.home.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            files.iter().all(|f| f == "ca"),
+            "only the mesh CA may stay in the mesh home: {files:?}"
+        );
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.down_quietly();
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Curl {
+    pub(crate) exit: Option<i32>,
+    pub(crate) http: String,
+    pub(crate) body: String,
+    pub(crate) stderr: String,
+}
+
+pub(crate) fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
