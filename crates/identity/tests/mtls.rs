@@ -437,3 +437,32 @@ async fn alpn_tells_mesh_traffic_apart() {
     let out = exchange(server.server_config(alpn_server()).unwrap(), config).await;
     assert_eq!(out.alpn.as_deref(), Some(&b"http/1.1"[..]));
 }
+
+#[tokio::test]
+async fn sessions_resume_until_the_trust_bundle_changes() {
+    let ca = root_ca("cluster.local");
+    let server = mesh(&ca, "foo", "httpbin", &[]);
+    let client = mesh(&ca, "foo", "sleep", &[]);
+    let server_config = server.server_config(alpn_server()).unwrap();
+    let client_config = client
+        .client_config(&[id("cluster.local", "foo", "httpbin")], alpn_client())
+        .unwrap();
+    let first = exchange(server_config.clone(), client_config.clone()).await;
+    assert!(!first.resumed, "nothing to resume yet");
+    let second = exchange(server_config.clone(), client_config.clone()).await;
+    assert!(second.resumed, "the ticket of the first handshake is used");
+    assert_eq!(
+        second.server.unwrap(),
+        "spiffe://cluster.local/ns/foo/sa/sleep",
+        "a resumed session keeps the client's identity"
+    );
+    // New roots on the server: tickets issued under the old ones no longer open, and the
+    // client is verified again in a full handshake.
+    server.credentials().set_roots(ca.trust_bundle().clone());
+    let third = exchange(server_config, client_config).await;
+    assert!(!third.resumed, "the trust bundle changed");
+    assert_eq!(
+        third.server.unwrap(),
+        "spiffe://cluster.local/ns/foo/sa/sleep"
+    );
+}

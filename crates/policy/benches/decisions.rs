@@ -362,7 +362,7 @@ fn select(index: &AuthzIndex, labels: &BTreeMap<String, String>) -> WorkloadAuth
 
 /// The request data the benchmarks decide on.
 struct Requests {
-    headers: Vec<(String, String)>,
+    headers: Vec<(&'static str, &'static str)>,
     jwt: Map<String, Value>,
 }
 
@@ -376,9 +376,7 @@ impl Requests {
             ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
             ("cookie", "session=abc123; theme=dark"),
         ]
-        .into_iter()
-        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        .collect();
+        .to_vec();
         let jwt = json!({
             "iss": "https://auth.example.com",
             "sub": "user-1234",

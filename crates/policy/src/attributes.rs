@@ -24,6 +24,19 @@ pub struct Attributes<'a> {
     pub http: Option<HttpAttributes<'a>>,
 }
 
+/// One request header line as the proxy received it: lower-case name, value. Borrowed from the
+/// proxy's own header map, so deciding a request copies no header.
+pub type Header<'a> = (&'a str, &'a str);
+
+/// Header lines borrowed from an owned list (a PolicyTest case, a `check` request).
+#[must_use]
+pub fn borrow_headers(owned: &[(String, String)]) -> Vec<Header<'_>> {
+    owned
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
 /// Attributes of one HTTP request, after normalization (§7).
 #[derive(Debug, Clone)]
 pub struct HttpAttributes<'a> {
@@ -34,7 +47,7 @@ pub struct HttpAttributes<'a> {
     /// Normalized `:path` including the query.
     pub path: &'a str,
     /// Request headers, names lower-case; a repeated header appears once per line.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [Header<'a>],
     /// Payload of a JWT validated by RequestAuthentication.
     pub jwt: Option<&'a Map<String, Value>>,
 }
@@ -56,8 +69,8 @@ impl HttpAttributes<'_> {
         let regular = self
             .headers
             .iter()
-            .filter(move |(n, _)| pseudo.is_none() && n == name)
-            .map(|(_, v)| v.as_str());
+            .filter(move |(n, _)| pseudo.is_none() && *n == name)
+            .map(|(_, v)| *v);
         pseudo.into_iter().chain(regular)
     }
 

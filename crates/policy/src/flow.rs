@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use meshward_api::resources::Resource;
 use meshward_api::resources::networking::TlsMode;
 
+use crate::attributes::borrow_headers;
 use crate::authz::{AuthzDecision, AuthzIndex, PolicyTrace};
 use crate::client_tls::{ClientTls, ClientTlsInput, DestinationRuleIndex, decide_client_tls};
 use crate::inbound::{HttpVerdict, InboundConnection, InboundPolicy, InboundRequest};
@@ -521,13 +522,14 @@ impl Mesh {
         let method = req.method.clone().unwrap_or_else(|| "GET".to_owned());
         let raw_path = req.path.clone().unwrap_or_else(|| "/".to_owned());
         let authority = req.host.clone().unwrap_or(r.default_authority.clone());
+        let headers = borrow_headers(&req.headers);
         let decision = inbound.authorize_http(
             &conn,
             InboundRequest {
                 method: &method,
                 path: &raw_path,
                 authority: &authority,
-                headers: req.headers.clone(),
+                headers: &headers,
                 now_unix: traffic.now_unix,
             },
             explain,

@@ -6,11 +6,11 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use crate::attributes::{Attributes, HttpAttributes};
+use crate::attributes::{Attributes, Header, HttpAttributes};
 use crate::authz::{AuthzDecision, PolicyTrace, WorkloadAuthz};
 use crate::flow::{JwtStep, Mesh};
 use crate::inventory::Workload;
-use crate::jwt::{JwtAuthenticator, JwtOutcome, JwtRejection, JwtRequest};
+use crate::jwt::{HeaderMutations, JwtAuthenticator, JwtOutcome, JwtRejection, JwtRequest};
 use crate::mesh::MeshSettings;
 use crate::path::{PathRejection, normalize_path};
 use crate::peer_authn::{EffectiveMtls, WorkloadMtls};
@@ -41,7 +41,7 @@ pub struct InboundRequest<'a> {
     /// `:authority` / `Host`.
     pub authority: &'a str,
     /// Headers with lower-case names; a repeated header is several entries.
-    pub headers: Vec<(String, String)>,
+    pub headers: &'a [Header<'a>],
     /// Seconds since the Unix epoch (JWT expiry checks).
     pub now_unix: i64,
 }
@@ -49,10 +49,11 @@ pub struct InboundRequest<'a> {
 /// What the proxy does with an HTTP request.
 #[derive(Debug, Clone)]
 pub enum HttpVerdict {
-    /// Forward it, with these headers and this path (after JWT header mutations).
+    /// Forward it, with this path and JWT's header changes.
     Forward {
-        /// The headers to send upstream.
-        headers: Vec<(String, String)>,
+        /// What `jwt_authn` changes in the headers before they go upstream (authentication.md
+        /// §5.1: `Authorization` removed unless `forwardOriginalToken`, output headers added).
+        mutations: HeaderMutations,
         /// The `:path` to send upstream: normalized, and without a JWT query parameter the
         /// token came in when `forwardOriginalToken` is false.
         path: String,
@@ -175,24 +176,23 @@ impl InboundPolicy {
                 };
             }
         };
-        let mut headers = request.headers;
         // authorization.md §7.1: the HTTP connection manager normalizes `:path` before any filter
         // runs, so JWT, RBAC and the application all see the normalized path.
-        let mut forward_path = path.clone();
         let mut jwt = None;
         let mut payload: Option<Map<String, Value>> = None;
+        let mut mutations = HeaderMutations::default();
         if !self.jwt.is_empty() {
             let outcome = self.jwt.authenticate(
                 &JwtRequest {
                     method: request.method,
                     path: &path,
-                    headers: &headers,
+                    headers: request.headers,
                 },
                 request.now_unix,
             );
             match outcome {
-                JwtOutcome::NoToken(mutations) => {
-                    mutations.apply(&mut headers);
+                JwtOutcome::NoToken(changes) => {
+                    mutations = changes;
                     jwt = Some(JwtStep {
                         summary: "no token in any configured location: continues unauthenticated"
                             .to_owned(),
@@ -225,15 +225,20 @@ impl InboundPolicy {
                         principal: Some(format!("{}/{}", claim("iss"), claim("sub"))),
                         status: None,
                     });
-                    verified.headers.apply(&mut headers);
-                    if let Some(p) = &verified.headers.path {
-                        forward_path.clone_from(p);
-                    }
+                    mutations = verified.headers;
                     payload = Some(verified.payload);
                 }
             }
         }
-        let remote_ip = self.remote_ip(conn.source_ip, &headers);
+        // RBAC sees the headers as `jwt_authn` left them; without changes, as received.
+        let changed;
+        let headers: &[Header<'_>] = if mutations.is_empty() {
+            request.headers
+        } else {
+            changed = mutations.view(request.headers);
+            &changed
+        };
+        let remote_ip = self.remote_ip(conn.source_ip, headers);
         let attrs = Attributes {
             src_ip: conn.source_ip,
             remote_ip,
@@ -245,7 +250,7 @@ impl InboundPolicy {
                 method: request.method,
                 authority: request.authority,
                 path: &path,
-                headers: &headers,
+                headers,
                 jwt: payload.as_ref(),
             }),
         };
@@ -257,8 +262,9 @@ impl InboundPolicy {
         };
         let verdict = if decision.allowed {
             HttpVerdict::Forward {
-                headers,
-                path: forward_path,
+                // The normalized path, minus a token query parameter `jwt_authn` removed.
+                path: mutations.path.clone().unwrap_or(path),
+                mutations,
                 decision,
             }
         } else {
@@ -273,10 +279,10 @@ impl InboundPolicy {
 
     /// authorization.md §4.6: gateways trust `numTrustedProxies` X-Forwarded-For hops; sidecars
     /// take the right-most X-Forwarded-For address when the header is present.
-    fn remote_ip(&self, peer: IpAddr, headers: &[(String, String)]) -> IpAddr {
+    fn remote_ip(&self, peer: IpAddr, headers: &[Header<'_>]) -> IpAddr {
         let xff: Vec<IpAddr> = headers
             .iter()
-            .filter(|(n, _)| n == "x-forwarded-for")
+            .filter(|(n, _)| *n == "x-forwarded-for")
             .flat_map(|(_, v)| v.split(','))
             .filter_map(|s| s.trim().parse().ok())
             .collect();

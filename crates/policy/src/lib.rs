@@ -18,6 +18,7 @@ pub mod authz;
 pub mod client_tls;
 pub mod decision;
 pub mod declared;
+pub mod describe;
 pub mod flow;
 pub mod inbound;
 pub mod inventory;
@@ -28,7 +29,7 @@ pub mod path;
 pub mod peer_authn;
 pub mod request_authn;
 
-pub use attributes::{Attributes, HttpAttributes};
+pub use attributes::{Attributes, Header, HttpAttributes, borrow_headers};
 pub use flow::{Client, HttpRequest, Mesh, Outcome, Target, Traffic, Verdict};
 pub use inbound::{HttpDecision, HttpVerdict, InboundConnection, InboundPolicy, InboundRequest};
 pub use mesh::MeshSettings;

@@ -176,7 +176,7 @@ mod tests {
             &JwtRequest {
                 method: "GET",
                 path: "/",
-                headers: &headers,
+                headers: &crate::attributes::borrow_headers(&headers),
             },
             1_800_000_000,
         );

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshward_identity::{CertInfo, MeshTls};
-use serde_json::json;
+use meshward_identity::MeshTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,6 +19,10 @@ use crate::observe::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundConfig};
 use crate::state::{ProxyState, StateHandle};
 use crate::telemetry::Telemetry;
+
+mod dump;
+
+use dump::{BoundListeners, ListenersCell};
 
 /// Where the workload certificate comes from.
 #[derive(Debug, Clone)]
@@ -140,14 +143,21 @@ pub async fn run(
     let admin_listener = TcpListener::bind(options.admin).await?;
     let dump_state = state.clone();
     let cert_view = credentials.clone();
+    let listeners = ListenersCell::default();
+    let dump_listeners = listeners.clone();
+    let dump_control = control.as_ref().map(|c| c.status());
     let admin = AdminState {
         readiness: readiness.clone(),
-        metrics,
-        config_dump: Arc::new(move || config_dump(&dump_state.load())),
-        certs: Arc::new(move || certs_dump(&cert_view)),
+        metrics: metrics.clone(),
+        config_dump: Arc::new(move || {
+            let status = dump_control.as_ref().map(|s| s.borrow().clone());
+            dump::config_dump(&dump_state.load(), dump_listeners.get(), status.as_ref())
+        }),
+        certs: Arc::new(move || dump::certs_dump(&cert_view)),
     };
     let admin_task = tokio::spawn(serve_admin(admin_listener, admin, stopped()));
 
+    let inbound_capture = matches!(options.inbound, InboundOption::Capture(_));
     let mode = match options.inbound {
         InboundOption::Capture(addr) => ListenerMode::Capture { addr },
         InboundOption::PerPort(ip) => ListenerMode::PerPort {
@@ -161,6 +171,7 @@ pub async fn run(
         AppTarget::on_host(options.app_host),
         mode,
     )
+    .with_handshake_counts(metrics.tls_handshakes())
     .with_events(match &control {
         // A token with an unknown `kid` asks the control plane for a fresh JWKS.
         Some(client) => {
@@ -170,7 +181,8 @@ pub async fn run(
     })
     .bind()
     .await?;
-    for addr in inbound.local_addrs() {
+    let inbound_addrs = inbound.local_addrs();
+    for addr in &inbound_addrs {
         tracing::info!(%addr, "inbound listener");
     }
     let inbound_task = tokio::spawn(inbound.run(stopped()));
@@ -179,6 +191,7 @@ pub async fn run(
     outbound_config.http_proxy_addr = options.http_proxy;
     outbound_config.transparent_addr = options.outbound_capture;
     outbound_config.event_sink = telemetry.outbound_sink();
+    outbound_config.handshakes = metrics.tls_handshakes();
     let outbound = Outbound::new(outbound_config).bind().await?;
     if let Some(addr) = outbound.http_proxy_addr() {
         tracing::info!(%addr, "outbound HTTP proxy");
@@ -186,6 +199,13 @@ pub async fn run(
     if let Some(addr) = outbound.transparent_addr() {
         tracing::info!(%addr, "outbound capture listener");
     }
+    // Set once; the cell cannot already be full, and a second value would change nothing.
+    let _ = listeners.set(BoundListeners {
+        inbound: inbound_addrs,
+        inbound_capture,
+        http_proxy: outbound.http_proxy_addr(),
+        outbound_capture: outbound.transparent_addr(),
+    });
     let outbound_task = tokio::spawn(outbound.run(stopped()));
 
     // In control-plane mode the stream replaces the file watcher.
@@ -205,64 +225,4 @@ pub async fn run(
     let _ = outbound_task.await;
     let _ = admin_task.await;
     Ok(())
-}
-
-/// `/config_dump`: what this proxy enforces now.
-fn config_dump(state: &ProxyState) -> serde_json::Value {
-    let workload = state.workload();
-    let ports: Vec<_> = workload
-        .ports
-        .iter()
-        .map(|p| {
-            json!({
-                "port": p.port,
-                "protocol": format!("{:?}", p.protocol),
-                "mtls": state.inbound.mtls_mode(p.port).as_str(),
-            })
-        })
-        .collect();
-    let policies: Vec<_> = state
-        .inbound
-        .authz()
-        .policies()
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.id.to_string(),
-                "action": format!("{:?}", p.action).to_uppercase(),
-                "dry_run": p.dry_run,
-            })
-        })
-        .collect();
-    json!({
-        "version": state.version,
-        "workload": format!("{}/{}", workload.namespace, workload.name),
-        "identity": state.identity.uri(),
-        "trust_domains": state.trust_domains.all().map(|t| t.to_string()).collect::<Vec<_>>(),
-        "ports": ports,
-        "authorization_policies": policies,
-        "jwt_providers": state.inbound.jwt().providers().len(),
-        "services": state.mesh.inventory.services.len(),
-        "workloads": state.mesh.inventory.workloads.len(),
-    })
-}
-
-/// `/certs`: the workload certificate and the trust bundle, like `istioctl proxy-config secret`.
-fn certs_dump(credentials: &meshward_identity::Credentials) -> serde_json::Value {
-    let cert = credentials.certificate().map(|c| {
-        json!({
-            "name": "default",
-            "identity": c.cert.identity().uri(),
-            "leaf": c.cert.leaf(),
-            "chain_length": c.cert.chain().len(),
-        })
-    });
-    let roots: Vec<_> = credentials
-        .roots()
-        .bundle
-        .roots()
-        .iter()
-        .filter_map(|r| CertInfo::parse(r).ok())
-        .collect();
-    json!({ "default": cert, "ROOTCA": roots })
 }

@@ -1,7 +1,9 @@
 //! Turns what the listeners report (one event per request or connection) into access-log lines
 //! and Istio's standard metrics, with the authorization decision on both.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::inbound::{AuthzVerdict, InboundEvent};
 use crate::observe::access_log::AccessLog;
@@ -19,6 +21,52 @@ pub struct Telemetry {
     access_log: Arc<AccessLog>,
     metrics: Arc<Metrics>,
     state: Arc<StateHandle>,
+    labels: Arc<LabelCache>,
+}
+
+/// What a connection's Istio labels depend on, besides the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum LabelKey {
+    /// The client's address and certificate identity, and whether it used mTLS.
+    Inbound {
+        remote: IpAddr,
+        peer: Option<Arc<str>>,
+        mtls: bool,
+    },
+    /// The upstream's address and identity, and the destination service.
+    Outbound {
+        upstream: Option<IpAddr>,
+        peer: Option<Arc<str>>,
+        service: Option<Arc<str>>,
+    },
+}
+
+/// Connection labels already built: about twenty strings that stay the same for every request
+/// between the same two workloads, so each request shares one set instead of building it.
+/// Emptied when the configuration changes (workloads and their labels may have changed) and
+/// when it holds [`LabelCache::MAX`] sets.
+#[derive(Debug, Default)]
+struct LabelCache {
+    sets: Mutex<(u64, HashMap<LabelKey, Arc<ConnectionLabels>>)>,
+}
+
+impl LabelCache {
+    const MAX: usize = 4096;
+
+    fn get_or_insert(
+        &self,
+        version: u64,
+        key: LabelKey,
+        build: impl FnOnce() -> ConnectionLabels,
+    ) -> Arc<ConnectionLabels> {
+        let mut guard = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        let (cached_version, sets) = &mut *guard;
+        if *cached_version != version || sets.len() >= Self::MAX {
+            *cached_version = version;
+            sets.clear();
+        }
+        sets.entry(key).or_insert_with(|| Arc::new(build())).clone()
+    }
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -34,6 +82,7 @@ impl Telemetry {
             access_log,
             metrics,
             state,
+            labels: Arc::new(LabelCache::default()),
         }
     }
 
@@ -57,60 +106,37 @@ impl Telemetry {
     fn inbound(&self, event: InboundEvent) {
         let state = self.state.load();
         let flags = event.response_flags;
-        let mut record = RequestRecord::new(event.start_time);
-        record.protocol = event.protocol;
-        record.method = event.method.clone();
-        record.path = event.path.clone();
-        record.authority = event.authority.clone();
-        record.request_headers = event.request_headers.clone();
-        record.response_code = event.response_code;
-        record.response_flags = flags;
-        record.response_code_details = event.response_code_details.clone();
-        record.connection_termination_details = event.connection_termination_details.clone();
-        record.upstream_transport_failure_reason = event.upstream_transport_failure_reason.clone();
-        record.bytes_received = event.bytes_received;
-        record.bytes_sent = event.bytes_sent;
-        record.duration = event.duration;
-        record.upstream_host = event.upstream_host;
-        record.upstream_cluster = event.upstream_cluster.clone();
-        record.downstream_local_address = Some(event.downstream_local_address);
-        record.downstream_remote_address = Some(event.downstream_remote_address);
-        record.requested_server_name = event.requested_server_name.clone();
-        record.downstream_tls_version = event.downstream_tls_version;
-        if let Some(san) = &event.downstream_peer_uri_san {
-            record.downstream_peer_uri_sans = Arc::from(vec![san.to_string()]);
+        if self.access_log.is_enabled() {
+            self.access_log.log(&inbound_record(&event));
         }
-        record.downstream_peer_subject = event.downstream_peer_subject.clone();
-        if let Some(decision) = &event.authz {
-            record.apply_authz(decision, event.protocol.is_some());
-        }
-        record.authz = event.verdict.map(outcome);
-        if event.authz_policy.is_some() {
-            record.authz_policy.clone_from(&event.authz_policy);
-        }
-        if event.authz_reason.is_some() {
-            record.authz_reason.clone_from(&event.authz_reason);
-        }
-        self.access_log.log(&record);
 
         // Metrics: the destination is this workload; the source is found by address when it is
         // a workload of the mesh (there is no metadata exchange yet).
-        let me = state.workload();
-        let source = state.workload_at(event.downstream_remote_address.ip());
-        let mut labels = ConnectionLabels::unknown(Reporter::Destination);
-        fill_source(
-            &mut labels,
-            source,
-            event.downstream_peer_uri_san.as_deref(),
-        );
-        fill_destination(&mut labels, Some(me), Some(&state.identity.uri()));
-        labels.connection_security_policy = if event.connection_security_policy == "mutual_tls" {
-            SecurityPolicy::MutualTls
-        } else {
-            SecurityPolicy::None
+        let mtls = event.connection_security_policy == "mutual_tls";
+        let key = LabelKey::Inbound {
+            remote: event.downstream_remote_address.ip(),
+            peer: event.downstream_peer_uri_san.clone(),
+            mtls,
         };
+        let labels = self.labels.get_or_insert(state.version, key, || {
+            let me = state.workload();
+            let source = state.workload_at(event.downstream_remote_address.ip());
+            let mut labels = ConnectionLabels::unknown(Reporter::Destination);
+            fill_source(
+                &mut labels,
+                source,
+                event.downstream_peer_uri_san.as_deref(),
+            );
+            fill_destination(&mut labels, Some(me), Some(&state.identity.uri()));
+            labels.connection_security_policy = if mtls {
+                SecurityPolicy::MutualTls
+            } else {
+                SecurityPolicy::None
+            };
+            labels
+        });
         self.count(
-            Arc::new(labels),
+            labels.clone(),
             &event.protocol,
             event.grpc_status,
             event.response_code,
@@ -122,7 +148,20 @@ impl Telemetry {
             self.metrics.authz_decision(
                 Reporter::Destination,
                 outcome(verdict),
-                event.authz_policy.as_deref(),
+                event.deciding_rule().map(|r| &r.policy),
+            );
+            // The same decision per pair of workloads: Istio's labels alone cannot tell an
+            // authorization denial from the application's own 403.
+            let protocol = match (event.protocol, event.grpc_status) {
+                (None, _) => RequestProtocol::Tcp,
+                (Some(_), Some(_)) => RequestProtocol::Grpc,
+                (Some(_), None) => RequestProtocol::Http,
+            };
+            self.metrics.edge_decision(
+                &labels,
+                protocol,
+                outcome(verdict),
+                event.deciding_rule().map(|r| &r.policy),
             );
         }
     }
@@ -130,46 +169,38 @@ impl Telemetry {
     fn outbound(&self, event: OutboundEvent) {
         let state = self.state.load();
         let flags = event.response_flags;
-        let mut record = RequestRecord::new(event.start_time);
-        record.protocol = event.protocol;
-        record.method = event.method.clone();
-        record.path = event.path.clone();
-        record.authority = event.authority.clone();
-        record.response_code = event.response_code;
-        record.response_flags = flags;
-        record.response_code_details = event.response_code_details.clone();
-        record.upstream_transport_failure_reason = event.upstream_transport_failure_reason.clone();
-        record.bytes_received = event.bytes_received;
-        record.bytes_sent = event.bytes_sent;
-        record.duration = Some(event.duration);
-        record.upstream_host = event.upstream_host;
-        record.upstream_local_address = event.upstream_local_address;
-        record.upstream_cluster = event.upstream_cluster.clone();
-        record.downstream_local_address = event.downstream_local_address;
-        record.downstream_remote_address = event.downstream_remote_address;
-        record.requested_server_name = event.requested_server_name.clone();
-        record.request_headers = event.request_headers.clone();
-        self.access_log.log(&record);
-
-        let me = state.workload();
-        let destination = event
-            .upstream_host
-            .and_then(|addr| state.workload_at(addr.ip()));
-        let mut labels = ConnectionLabels::unknown(Reporter::Source);
-        fill_source(&mut labels, Some(me), Some(&state.identity.uri()));
-        fill_destination(
-            &mut labels,
-            destination,
-            event.upstream_peer_identity.as_deref(),
-        );
-        if let Some(service) = &event.destination_service {
-            labels.destination_service = service.clone();
-            let mut parts = service.split('.');
-            labels.destination_service_name = ConnectionLabels::value_or_unknown(parts.next());
-            labels.destination_service_namespace = ConnectionLabels::value_or_unknown(parts.next());
+        if self.access_log.is_enabled() {
+            self.access_log.log(&outbound_record(&event));
         }
+
+        let key = LabelKey::Outbound {
+            upstream: event.upstream_host.map(|a| a.ip()),
+            peer: event.upstream_peer_identity.clone(),
+            service: event.destination_service.clone(),
+        };
+        let labels = self.labels.get_or_insert(state.version, key, || {
+            let me = state.workload();
+            let destination = event
+                .upstream_host
+                .and_then(|addr| state.workload_at(addr.ip()));
+            let mut labels = ConnectionLabels::unknown(Reporter::Source);
+            fill_source(&mut labels, Some(me), Some(&state.identity.uri()));
+            fill_destination(
+                &mut labels,
+                destination,
+                event.upstream_peer_identity.as_deref(),
+            );
+            if let Some(service) = &event.destination_service {
+                labels.destination_service = service.clone();
+                let mut parts = service.split('.');
+                labels.destination_service_name = ConnectionLabels::value_or_unknown(parts.next());
+                labels.destination_service_namespace =
+                    ConnectionLabels::value_or_unknown(parts.next());
+            }
+            labels
+        });
         self.count(
-            Arc::new(labels),
+            labels,
             &event.protocol,
             None,
             event.response_code,
@@ -215,6 +246,69 @@ impl Telemetry {
             self.metrics.tcp_closed(&labels);
         }
     }
+}
+
+/// The access-log record of an inbound event.
+fn inbound_record(event: &InboundEvent) -> RequestRecord {
+    let mut record = RequestRecord::new(event.start_time);
+    record.protocol = event.protocol;
+    record.method = event.method.clone();
+    record.path = event.path.clone();
+    record.authority = event.authority.clone();
+    record.request_headers = event.request_headers.clone();
+    record.response_code = event.response_code;
+    record.response_flags = event.response_flags;
+    record.response_code_details = event.response_code_details.clone();
+    record.connection_termination_details = event.connection_termination_details.clone();
+    record.upstream_transport_failure_reason = event.upstream_transport_failure_reason.clone();
+    record.bytes_received = event.bytes_received;
+    record.bytes_sent = event.bytes_sent;
+    record.duration = event.duration;
+    record.upstream_host = event.upstream_host;
+    record.upstream_cluster = event.upstream_cluster.clone();
+    record.downstream_local_address = Some(event.downstream_local_address);
+    record.downstream_remote_address = Some(event.downstream_remote_address);
+    record.requested_server_name = event.requested_server_name.clone();
+    record.downstream_tls_version = event.downstream_tls_version;
+    if let Some(san) = &event.downstream_peer_uri_san {
+        record.downstream_peer_uri_sans = Arc::from(vec![san.to_string()]);
+    }
+    record.downstream_peer_subject = event.downstream_peer_subject.clone();
+    if let Some(decision) = &event.authz {
+        record.apply_authz(decision, event.protocol.is_some());
+    }
+    record.authz = event.verdict.map(outcome);
+    if event.authz_policy.is_some() {
+        record.authz_policy.clone_from(&event.authz_policy);
+    }
+    if event.authz_reason.is_some() {
+        record.authz_reason.clone_from(&event.authz_reason);
+    }
+    record
+}
+
+/// The access-log record of an outbound event.
+fn outbound_record(event: &OutboundEvent) -> RequestRecord {
+    let mut record = RequestRecord::new(event.start_time);
+    record.protocol = event.protocol;
+    record.method = event.method.clone();
+    record.path = event.path.clone();
+    record.authority = event.authority.clone();
+    record.response_code = event.response_code;
+    record.response_flags = event.response_flags;
+    record.response_code_details = event.response_code_details.clone();
+    record.upstream_transport_failure_reason = event.upstream_transport_failure_reason.clone();
+    record.bytes_received = event.bytes_received;
+    record.bytes_sent = event.bytes_sent;
+    record.duration = Some(event.duration);
+    record.upstream_host = event.upstream_host;
+    record.upstream_local_address = event.upstream_local_address;
+    record.upstream_cluster = event.upstream_cluster.clone();
+    record.downstream_local_address = event.downstream_local_address;
+    record.downstream_remote_address = event.downstream_remote_address;
+    record.requested_server_name = event.requested_server_name.clone();
+    record.request_headers = event.request_headers.clone();
+    record
 }
 
 fn outcome(verdict: AuthzVerdict) -> AuthzOutcome {

@@ -354,7 +354,7 @@ fn a_failed_jwks_fetch_rejects_only_that_issuers_tokens() {
             &JwtRequest {
                 method: "GET",
                 path: "/",
-                headers: &headers,
+                headers: &meshward_policy::borrow_headers(&headers),
             },
             1_800_000_000,
         )
@@ -473,7 +473,7 @@ async fn a_jwks_refresh_request_brings_a_rotated_key() {
             &JwtRequest {
                 method: "GET",
                 path: "/",
-                headers: &headers,
+                headers: &meshward_policy::borrow_headers(&headers),
             },
             1_800_000_000,
         );

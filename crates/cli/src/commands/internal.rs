@@ -1,4 +1,5 @@
-//! Hidden commands the local mesh runs inside pods: the echo app and the readiness probe.
+//! Hidden commands the local mesh runs inside pods: the echo app, the readiness probe, and the
+//! admin-endpoint GET behind `proxy-config` and `edges`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -49,4 +50,16 @@ pub(crate) fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         &args.ready,
         Duration::from_secs(args.timeout_secs),
     ))
+}
+
+/// `meshward admin-get PATH` (run inside a pod's network namespace).
+#[derive(Debug, Args)]
+pub(crate) struct AdminGetArgs {
+    /// The admin path, e.g. `/config_dump`.
+    path: String,
+}
+
+/// `meshward admin-get`: prints the body of the pod's proxy admin answer.
+pub(crate) fn admin_get(args: &AdminGetArgs) -> anyhow::Result<ExitCode> {
+    crate::mesh::pod_admin::admin_get_main(&args.path)
 }

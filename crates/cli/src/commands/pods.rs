@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::mesh::state::{Home, MeshState, PodState, alive};
+use crate::mesh::state::{Home, MeshState, Phase, PodState, alive};
 use crate::output::{Format, print_structured, print_table as print_rows, table};
 
 /// `meshward get`.
@@ -47,6 +47,8 @@ struct PodView {
     name: String,
     ready: String,
     status: &'static str,
+    /// Restarts of its containers by the supervisor (`mesh::restart`).
+    restarts: u32,
     ip: String,
     service_account: String,
     sidecar: bool,
@@ -54,7 +56,13 @@ struct PodView {
     one_off: bool,
 }
 
-fn view(p: &PodState) -> PodView {
+fn view(state: &MeshState, p: &PodState) -> PodView {
+    let restarts = state
+        .restarts
+        .get(&p.plan.key())
+        .copied()
+        .unwrap_or_default()
+        .total();
     let containers: Vec<Option<u32>> = if p.one_off.is_some() {
         vec![p.proxy_pid.filter(|_| p.plan.sidecar)]
     } else if p.plan.sidecar {
@@ -68,10 +76,16 @@ fn view(p: &PodState) -> PodView {
         .flatten()
         .filter(|&&pid| alive(pid))
         .count();
+    // As kubectl names them: a pod whose container the supervisor is about to restart is in
+    // CrashLoopBackOff; one-off pods (`meshward run`) are not restarted.
     let status = if running == expected && p.ready {
         "Running"
-    } else if !p.ready {
+    } else if running == expected
+        || (!p.ready && (p.one_off.is_some() || state.phase == Phase::Starting))
+    {
         "Starting"
+    } else if p.one_off.is_none() && state.phase == Phase::Ready {
+        "CrashLoopBackOff"
     } else {
         "Error"
     };
@@ -80,6 +94,7 @@ fn view(p: &PodState) -> PodView {
         name: p.plan.name.clone(),
         ready: format!("{running}/{expected}"),
         status,
+        restarts,
         ip: p.plan.ip.to_string(),
         service_account: p.plan.service_account.clone(),
         sidecar: p.plan.sidecar,
@@ -96,6 +111,7 @@ fn print_table_of(views: &[PodView]) {
         "NAME",
         "READY",
         "STATUS",
+        "RESTARTS",
         "IP",
         "SERVICE ACCOUNT",
         "SIDECAR",
@@ -106,6 +122,7 @@ fn print_table_of(views: &[PodView]) {
             v.name.clone(),
             v.ready.clone(),
             v.status.to_owned(),
+            v.restarts.to_string(),
             v.ip.clone(),
             v.service_account.clone(),
             if v.sidecar { "yes" } else { "no" }.to_owned(),
@@ -120,7 +137,7 @@ pub(crate) fn print_table(state: &MeshState, namespace: Option<&str>) {
         .pods
         .iter()
         .filter(|p| namespace.is_none_or(|ns| p.plan.namespace == ns))
-        .map(view)
+        .map(|p| view(state, p))
         .collect();
     print_table_of(&views);
 }
@@ -147,7 +164,7 @@ pub(crate) fn run_pods(args: &PodsArgs) -> anyhow::Result<ExitCode> {
                 .pods
                 .iter()
                 .filter(|p| namespace.is_none_or(|ns| p.plan.namespace == ns))
-                .map(view)
+                .map(|p| view(&state, p))
                 .collect();
             print_structured(&views, format)?;
         }

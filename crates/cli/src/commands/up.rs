@@ -1,7 +1,8 @@
 //! `meshward up -f FILE|DIR... [-d]`: starts a local mesh from manifests and keeps it running.
 //!
 //! In the foreground, `up` is the supervisor: it starts the pods, waits until all are ready,
-//! then runs until Ctrl-C or SIGTERM and tears everything down. With `-d` it starts itself again
+//! then keeps them and the control plane running (restarting whatever exits, see
+//! `mesh::restart`) until Ctrl-C or SIGTERM, and tears everything down. With `-d` it starts itself again
 //! as a detached supervisor (`up --supervise`, in its own process group, output to
 //! `logs/supervisor.log`) and returns once the supervisor reports every pod ready; the mesh then
 //! runs until `meshward down`.
@@ -25,9 +26,13 @@ use crate::mesh::config;
 use crate::mesh::control;
 use crate::mesh::netns;
 use crate::mesh::plan::{self, MeshPlan};
+use crate::mesh::restart::Keeper;
 use crate::mesh::runtime::{self, Progress, READY_TIMEOUT, STOP_GRACE};
 use crate::mesh::state::{Home, MeshState, Phase, PodState, alive};
 use crate::mesh::supervisor::{self, Binaries};
+
+/// How often the supervisor looks at its processes.
+const TICK: Duration = Duration::from_millis(200);
 
 /// `meshward up`.
 #[derive(Debug, Args)]
@@ -227,22 +232,27 @@ fn supervise(
             pods,
             services: plan.services.clone(),
             control_plane_pid: None,
+            control_plane_restarts: 0,
+            restarts: Default::default(),
         };
         home.write(&state)?;
         state
     };
     let mut children: Vec<Child> = Vec::new();
     let started = start(home, &plan, &mut state, &mut children, &stop, progress);
-    if let Err(e) = started {
-        let message = format!("{e:#}");
-        let _ = home.update(|s| s.phase = Phase::Failed(message.clone()));
-        eprintln!("error: {message}");
-        progress.step("tearing down");
-        supervisor::stop_children(&mut children, STOP_GRACE);
-        let current = home.read().ok().flatten();
-        let _ = runtime::sweep(home, current.as_ref().or(Some(&state)));
-        return Ok(ExitCode::FAILURE);
-    }
+    let bins = match started {
+        Ok(bins) => bins,
+        Err(e) => {
+            let message = format!("{e:#}");
+            let _ = home.update(|s| s.phase = Phase::Failed(message.clone()));
+            eprintln!("error: {message}");
+            progress.step("tearing down");
+            supervisor::stop_children(&mut children, STOP_GRACE);
+            let current = home.read().ok().flatten();
+            let _ = runtime::sweep(home, current.as_ref().or(Some(&state)));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     home.update(|s| s.phase = Phase::Ready)?;
     progress.done(format!(
         "mesh ready: {} pods, {} services",
@@ -250,34 +260,15 @@ fn supervise(
         state.services.len()
     ));
     progress.step("running; Ctrl-C or `meshward down` stops it");
-    let mut reported: Vec<u32> = Vec::new();
+    // From here on, whatever exits is restarted (`restart`) until the mesh is stopped.
+    let mut keeper = Keeper::new(home, &bins, children, &state, stop.clone());
     while !stop.load(Ordering::SeqCst) {
-        for child in &mut children {
-            if let Ok(Some(status)) = child.try_wait()
-                && !reported.contains(&child.id())
-            {
-                reported.push(child.id());
-                let pod = state
-                    .pods
-                    .iter()
-                    .find(|p| p.app_pid == Some(child.id()) || p.proxy_pid == Some(child.id()));
-                let what = pod
-                    .map(|p| {
-                        let container = if p.proxy_pid == Some(child.id()) {
-                            "proxy"
-                        } else {
-                            "app"
-                        };
-                        format!("pod {} {container}", p.plan.key())
-                    })
-                    .unwrap_or_else(|| format!("process {}", child.id()));
-                eprintln!("warning: {what} exited ({status}); see `meshward logs`");
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        keeper.tick();
+        std::thread::sleep(TICK);
     }
     progress.step("stopping the mesh");
     let _ = home.update(|s| s.phase = Phase::Stopping);
+    let mut children = keeper.into_children();
     supervisor::stop_children(&mut children, STOP_GRACE);
     let current = home.read().ok().flatten();
     let removed = runtime::sweep(home, current.as_ref().or(Some(&state)))?;
@@ -295,7 +286,7 @@ fn start(
     children: &mut Vec<Child>,
     stop: &AtomicBool,
     progress: Progress,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Binaries> {
     let bins = Binaries::find()?;
     let interrupted = || -> anyhow::Result<()> {
         if stop.load(Ordering::SeqCst) {
@@ -325,7 +316,7 @@ fn start(
         "control plane: CA and configuration on {}, admin API on 127.0.0.1:15014",
         control::grpc_address()
     ));
-    let control_plane = control::start(home, &bins)?;
+    let control_plane = control::start(home, &bins, false)?;
     state.control_plane_pid = Some(control_plane.id());
     children.push(control_plane);
     let pid = state.control_plane_pid;
@@ -401,5 +392,5 @@ fn start(
     for pod in &mut state.pods {
         pod.ready = true;
     }
-    Ok(())
+    Ok(bins)
 }

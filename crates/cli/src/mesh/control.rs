@@ -1,8 +1,8 @@
 //! The local mesh's control plane: `meshward control-plane` as a process in the host's network
 //! namespace, serving the pods on the bridge address (the CA and the configuration stream, as
 //! istiod's 15012) and the CLI on loopback (the admin API that `apply`, `get` and `delete` use).
-//! It watches the mesh's generated configuration folder, so pods added by `meshward run` reach
-//! it like any change. Each sidecar gets a bootstrap token for its service account from the
+//! It watches the mesh's generated configuration (`up`'s resources and the inventory of pods and
+//! services, as two sources), so pods added by `meshward run` reach it like any change. Each sidecar gets a bootstrap token for its service account from the
 //! admin API, as Kubernetes gives a pod its service-account token; the proxy trades it for its
 //! first certificate and then renews through the CA.
 
@@ -30,7 +30,7 @@ pub(crate) fn grpc_address() -> String {
 }
 
 /// The admin API, as the CLI's default `--control-plane` expects it.
-fn admin() -> ControlPlaneUrl {
+pub(crate) fn admin() -> ControlPlaneUrl {
     ControlPlaneUrl {
         url: DEFAULT_CONTROL_PLANE.to_owned(),
     }
@@ -41,20 +41,40 @@ fn admin_address() -> &'static str {
     DEFAULT_CONTROL_PLANE.trim_start_matches("http://")
 }
 
+/// The generated resources of `up`'s manifests (written by `config`).
+pub(crate) fn resources_file(home: &Home) -> PathBuf {
+    home.config_dir().join("resources.json")
+}
+
+/// The generated pods and services (written by `config`, rewritten by `meshward run`).
+pub(crate) fn inventory_file(home: &Home) -> PathBuf {
+    home.config_dir().join("inventory.json")
+}
+
 /// The root certificate proxies check the control plane's certificate against.
 pub(crate) fn root_certificate(home: &Home) -> PathBuf {
     home.ca_dir().join("root-cert.pem")
 }
 
 /// Starts the control plane (the bridge must exist) and waits until its admin API answers.
-pub(crate) fn start(home: &Home, bins: &Binaries) -> anyhow::Result<Child> {
+/// `restore` adds `restore/` (see [`super::mirror`]) to what it loads: a restarted control
+/// plane loads it before it serves any proxy, so no proxy ever sees a configuration without
+/// what was applied to the one before it.
+pub(crate) fn start(home: &Home, bins: &Binaries, restore: bool) -> anyhow::Result<Child> {
     let log = home.logs_dir().join("control-plane.log");
     let (out, err) = log_file(&log)?;
     let mut cmd = Command::new(&bins.meshward);
+    // Two sources, not the folder: `meshward run` rewrites the inventory, and the control plane
+    // reloads a changed source whole, re-applying every resource it holds; with `up`'s resources
+    // in the same source, that would undo `meshward apply|delete` changes made to them.
     cmd.arg("control-plane")
         .arg("-f")
-        .arg(home.config_dir())
-        .arg("--listen")
+        .arg(resources_file(home))
+        .arg(inventory_file(home));
+    if restore {
+        cmd.arg(home.restore_dir());
+    }
+    cmd.arg("--listen")
         .arg(grpc_address())
         .arg("--admin")
         .arg(admin_address())

@@ -6,8 +6,9 @@
 //! One module per job: [`plan`] (manifests → pods, services, addresses), [`netns`] (namespaces,
 //! veths, the bridge), [`control`] (the control plane process), [`capture`] (iptables rules), [`hosts`] (service names), [`config`] (the
 //! proxies' generated configuration), [`supervisor`] (processes, readiness, stopping),
-//! [`state`] (`~/.meshward/`), [`echo`] (the built-in app) and [`runtime`] (bringing pods up
-//! and sweeping them away).
+//! [`restart`] (restarting what exits, with back-off), [`mirror`] (the control plane's store,
+//! kept for its restart), [`state`] (`~/.meshward/`), [`echo`] (the built-in app) and
+//! [`runtime`] (bringing pods up and sweeping them away).
 //!
 //! `up` also runs the control plane ([`control`]): it watches the generated configuration,
 //! serves the pods' sidecars their configuration and certificates over the bridge, and takes
@@ -18,8 +19,11 @@ pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod echo;
 pub(crate) mod hosts;
+pub(crate) mod mirror;
 pub(crate) mod netns;
 pub(crate) mod plan;
+pub(crate) mod pod_admin;
+pub(crate) mod restart;
 pub(crate) mod runtime;
 pub(crate) mod state;
 pub(crate) mod supervisor;

@@ -482,6 +482,114 @@ fn pod_plan(
     }
 }
 
+/// The plan of the mesh a PolicyTest declares (`meshward test --live`), with the addresses
+/// that do not fit the pod range.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeclaredPlan {
+    /// Pods (one per workload, in inventory order) and services; no resources: the live runner
+    /// hands the declaration itself to the control plane.
+    pub(crate) plan: MeshPlan,
+    /// Pod key → the workload's declared address when it lies outside 10.244.0.0/16. The pod then
+    /// holds it besides its own pod-range address (which only the control plane sees), so that
+    /// peers and policies see the address the test declares.
+    pub(crate) extra_addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+/// Builds the plan of a PolicyTest's mesh (as `meshward_policy::declared::build_mesh` made it):
+/// every workload, declared or from included manifests, becomes a pod with the echo app on its
+/// ports, keeping the address the engine gave it, so that what the proxies see is what the
+/// engine saw. Services keep a declared `clusterIP` inside the service range and get a fresh VIP
+/// otherwise.
+pub(crate) fn plan_declared(mesh: &meshward_policy::Mesh) -> Result<DeclaredPlan, PlanError> {
+    let inventory = &mesh.inventory;
+    let mut pod_ips = Allocator::pods();
+    let mut primary: Vec<Option<Ipv4Addr>> = Vec::new();
+    for w in &inventory.workloads {
+        match w.address {
+            IpAddr::V4(ip) if pod_ips.contains(ip) && ip != BRIDGE_IP => {
+                pod_ips.reserve(ip);
+                primary.push(Some(ip));
+            }
+            IpAddr::V4(ip) if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() => {
+                return Err(PlanError::Invalid(format!(
+                    "workload {}: address {ip} cannot be a pod address",
+                    w.key()
+                )));
+            }
+            IpAddr::V4(_) => primary.push(None),
+            IpAddr::V6(ip) => {
+                return Err(PlanError::Invalid(format!(
+                    "workload {}: IPv6 address {ip}: the local mesh is IPv4 only",
+                    w.key()
+                )));
+            }
+        }
+    }
+    let mut out = DeclaredPlan::default();
+    for (w, ip) in inventory.workloads.iter().zip(primary) {
+        let ip = match ip {
+            Some(ip) => ip,
+            None => {
+                let ip = pod_ips.allocate()?;
+                if let IpAddr::V4(declared) = w.address {
+                    out.extra_addresses.insert(w.key(), declared);
+                }
+                ip
+            }
+        };
+        out.plan.pods.push(PodPlan {
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            deployment: None,
+            service_account: w.service_account.clone(),
+            labels: w.labels.clone(),
+            annotations: BTreeMap::new(),
+            sidecar: w.sidecar,
+            containers: vec![ContainerPlan {
+                name: "app".to_owned(),
+                ports: w.ports.iter().map(|p| p.port).collect(),
+                port_names: BTreeMap::new(),
+            }],
+            run: None,
+            ip,
+        });
+    }
+    let mut vips = Allocator::services();
+    for s in &inventory.services {
+        if let Some(IpAddr::V4(ip)) = s.cluster_ip
+            && vips.contains(ip)
+        {
+            vips.reserve(ip);
+        }
+    }
+    for s in &inventory.services {
+        let ip = match s.cluster_ip {
+            Some(IpAddr::V4(ip)) if vips.contains(ip) => ip,
+            _ => vips.allocate()?,
+        };
+        out.plan.services.push(ServicePlan {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            selector: s.selector.clone(),
+            ports: s
+                .ports
+                .iter()
+                .map(|p| ServicePortPlan {
+                    name: p.name.clone(),
+                    port: p.port,
+                    target: match &p.target_port {
+                        meshward_policy::inventory::TargetPort::Number(n) => n.to_string(),
+                        meshward_policy::inventory::TargetPort::Name(n) => n.clone(),
+                    },
+                    app_protocol: p.app_protocol.clone(),
+                })
+                .collect(),
+            ip,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +693,36 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}
         );
         let err = plan(report.resources.into_iter().map(|r| r.resource).collect()).unwrap_err();
         assert!(err.to_string().contains("default/s"), "{err}");
+    }
+
+    #[test]
+    fn declared_workloads_keep_their_addresses_and_foreign_ones_get_a_pod_address() {
+        let report = meshward_api::load_text(
+            "apiVersion: meshward.dev/v1alpha1\nkind: PolicyTest\nmetadata: {name: t}\nspec:\n  \
+             workloads:\n  - {name: a, ports: [{port: 80, protocol: TCP}]}\n  \
+             - {name: b, address: 10.1.2.3, sidecar: false}\n  \
+             services:\n  - {name: a, selector: {app: a}, ports: [{port: 8080, targetPort: 80}]}\n  \
+             cases: []\n",
+            "t.yaml",
+            None,
+        );
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        let test = &report.tests[0];
+        let mesh = meshward_policy::declared::build_mesh(&test.test, &test.resources).unwrap();
+        let d = plan_declared(&mesh).unwrap();
+        assert_eq!(
+            IpAddr::from(d.plan.pods[0].ip),
+            mesh.inventory.workloads[0].address
+        );
+        assert_eq!(d.plan.pods[0].ports(), [80]);
+        assert!(!d.plan.pods[1].sidecar);
+        assert_eq!(
+            d.extra_addresses.get("default/b"),
+            Some(&Ipv4Addr::new(10, 1, 2, 3))
+        );
+        assert_ne!(d.plan.pods[1].ip, d.plan.pods[0].ip);
+        assert_eq!(d.plan.services[0].ip, Ipv4Addr::new(10, 96, 0, 10));
+        assert_eq!(d.plan.services[0].ports[0].target, "80");
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! state.json              what is running: pods, services, processes (removed by `down`)
 //! state.lock              serialises read-modify-write of state.json between commands
 //! config/                 the proxies' configuration (generated; see `config`)
+//! mirror.json             the supervisor's copy of the control plane's store (see `mirror`)
+//! restore/                what a restarted control plane reloads (see `mirror`)
 //! logs/<ns>/<pod>/{proxy,app}.log, logs/supervisor.log
 //! ```
 //!
 //! One mesh per machine: network names (`mw0`, `mw-*`) are global, so a second `up` is refused
 //! while state.json names a live supervisor.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -75,6 +78,14 @@ impl Home {
         })
     }
 
+    /// A home at `root` (tests).
+    #[cfg(test)]
+    pub(crate) fn at(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+
     /// The CA directory.
     pub(crate) fn ca_dir(&self) -> PathBuf {
         self.root.join("ca")
@@ -89,6 +100,11 @@ impl Home {
     /// Generated configuration.
     pub(crate) fn config_dir(&self) -> PathBuf {
         self.root.join("config")
+    }
+    /// What a restarted control plane reloads besides `config/`: the resources `meshward
+    /// apply` gave the one before it.
+    pub(crate) fn restore_dir(&self) -> PathBuf {
+        self.root.join("restore")
     }
     /// Logs.
     pub(crate) fn logs_dir(&self) -> PathBuf {
@@ -106,6 +122,10 @@ impl Home {
         self.root
             .join("tokens")
             .join(format!("{namespace}.{pod}.token"))
+    }
+    /// The supervisor's copy of the control plane's store.
+    pub(crate) fn mirror_file(&self) -> PathBuf {
+        self.root.join("mirror.json")
     }
     /// The detached supervisor's own log.
     pub(crate) fn supervisor_log(&self) -> PathBuf {
@@ -170,14 +190,19 @@ impl Home {
 
     /// Removes everything but the CA.
     pub(crate) fn remove_runtime_files(&self) -> Result<(), StateError> {
-        for dir in [self.config_dir(), self.logs_dir(), self.root.join("tokens")] {
+        for dir in [
+            self.config_dir(),
+            self.restore_dir(),
+            self.logs_dir(),
+            self.root.join("tokens"),
+        ] {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&dir)(e)),
             }
         }
-        for file in [self.state_file(), self.lock_file()] {
+        for file in [self.state_file(), self.mirror_file(), self.lock_file()] {
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -259,6 +284,29 @@ pub(crate) struct MeshState {
     /// The control plane process.
     #[serde(default)]
     pub(crate) control_plane_pid: Option<u32>,
+    /// How often the supervisor restarted the control plane (see `restart`).
+    #[serde(default)]
+    pub(crate) control_plane_restarts: u32,
+    /// How often the supervisor restarted each pod's containers, by `ns/name` (pods that never
+    /// restarted are absent).
+    #[serde(default)]
+    pub(crate) restarts: BTreeMap<String, Restarts>,
+}
+
+/// Restarts of one pod's containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Restarts {
+    /// The app.
+    pub(crate) app: u32,
+    /// The proxy.
+    pub(crate) proxy: u32,
+}
+
+impl Restarts {
+    /// Both containers together, as `kubectl get pods` counts them.
+    pub(crate) fn total(self) -> u32 {
+        self.app.saturating_add(self.proxy)
+    }
 }
 
 impl MeshState {
@@ -343,6 +391,8 @@ mod tests {
             services: vec![],
             next_link: 2,
             control_plane_pid: None,
+            control_plane_restarts: 0,
+            restarts: BTreeMap::new(),
         };
         home.write(&state).unwrap();
         assert_eq!(home.read().unwrap().unwrap(), state);
@@ -352,6 +402,15 @@ mod tests {
         assert!(state.find_pod("other", "test").is_none());
         home.update(|s| s.phase = Phase::Ready).unwrap();
         assert_eq!(home.read().unwrap().unwrap().phase, Phase::Ready);
+        home.update(|s| {
+            s.restarts
+                .insert("default/test".into(), Restarts { app: 1, proxy: 2 });
+        })
+        .unwrap();
+        assert_eq!(
+            home.read().unwrap().unwrap().restarts["default/test"].total(),
+            3
+        );
         home.remove_runtime_files().unwrap();
         assert!(home.read().unwrap().is_none());
     }

@@ -223,14 +223,14 @@ pub(crate) fn start_proxy(
     })
 }
 
-/// Waits until `pod` is ready: runs `meshward probe` inside its namespace. `app` says whether
-/// to check the container ports (one-off pods have no app until their command runs).
-pub(crate) fn wait_ready(
+/// The readiness probe of `pod`: `meshward probe` inside its namespace. `app` says whether to
+/// check the container ports (one-off pods have no app until their command runs).
+pub(crate) fn probe_command(
     pod: &PodState,
     bins: &Binaries,
     app: bool,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &pod.netns])
         .arg(&bins.meshward)
@@ -243,12 +243,25 @@ pub(crate) fn wait_ready(
     if pod.plan.sidecar {
         cmd.args(["--ready", &format!("127.0.0.1:{ADMIN_PORT}")]);
     }
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
-        format!(
-            "pod {}: cannot run the readiness probe: {e}",
-            pod.plan.key()
-        )
-    })?;
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Waits until `pod` is ready (see [`probe_command`]).
+pub(crate) fn wait_ready(
+    pod: &PodState,
+    bins: &Binaries,
+    app: bool,
+    timeout: Duration,
+) -> Result<(), String> {
+    let out = probe_command(pod, bins, app, timeout)
+        .output()
+        .map_err(|e| {
+            format!(
+                "pod {}: cannot run the readiness probe: {e}",
+                pod.plan.key()
+            )
+        })?;
     if out.status.success() {
         Ok(())
     } else {

@@ -122,6 +122,63 @@ impl Mesh {
         );
     }
 
+    /// `meshward apply -f FILE...`, which must succeed.
+    pub(crate) fn apply(&self, files: &[PathBuf]) {
+        let out = self.apply_output(files);
+        assert!(
+            out.status.success(),
+            "meshward apply failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `meshward apply -f FILE...`, whatever its outcome.
+    pub(crate) fn apply_output(&self, files: &[PathBuf]) -> Output {
+        let mut args = vec!["apply".to_owned()];
+        for f in files {
+            args.push("-f".to_owned());
+            args.push(f.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cmd(&args)
+    }
+
+    /// A `meshward` command that runs in the background (a client loop inside a pod).
+    pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_meshward"))
+            .args(args)
+            .env("MESHWARD_HOME", self.home.path())
+            .env("MESHWARD_PROXY", proxy_binary().unwrap())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The mesh's state.json.
+    pub(crate) fn state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.home.path().join("state.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// `meshward get pods -o json`.
+    pub(crate) fn pods(&self) -> serde_json::Value {
+        let out = self.cmd(&["get", "pods", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `meshward get proxies -o json`, `None` while the control plane does not answer.
+    pub(crate) fn proxies(&self) -> Option<serde_json::Value> {
+        let out = self.cmd(&["get", "proxies", "-o", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
     pub(crate) fn down(&self) {
         let out = self.cmd(&["down"]);
         assert!(
@@ -222,6 +279,45 @@ pub(crate) struct Curl {
     pub(crate) http: String,
     pub(crate) body: String,
     pub(crate) stderr: String,
+}
+
+/// Waits up to `timeout` for `check` to hold, polling every 50 ms; returns whether it did.
+pub(crate) fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The distinct `Bearer` tokens of a seed's policytest.yaml, in order of first appearance.
+pub(crate) fn policytest_tokens(policytest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(policytest).unwrap();
+    let mut tokens: Vec<String> = Vec::new();
+    for rest in text.split("Bearer ").skip(1) {
+        let token: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .collect();
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+    }
+    tokens
+}
+
+/// The first inline `jwks: '...'` of a seed's policytest.yaml: the meshward test keys that
+/// stand in for an issuer's `jwksUri`.
+pub(crate) fn policytest_jwks(policytest: &Path) -> String {
+    let text = std::fs::read_to_string(policytest).unwrap();
+    let start = text.find("jwks: '").unwrap() + "jwks: '".len();
+    let len = text[start..].find('\'').unwrap();
+    text[start..start + len].to_owned()
 }
 
 pub(crate) fn run(program: &str, args: &[&str]) -> String {

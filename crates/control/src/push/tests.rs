@@ -170,3 +170,69 @@ fn an_unknown_workload_has_no_snapshot_yet() {
     let err = proxy_config(&store.current(), "foo", "ghost", &lookup).unwrap_err();
     assert_eq!(err, NotReady::UnknownWorkload("foo/ghost".into()));
 }
+
+fn stream(identity: &str, remote: &str) -> ProxyStatus {
+    let hello = Hello {
+        namespace: "foo".into(),
+        workload: "httpbin".into(),
+        pod_address: String::new(),
+        proxy_version: String::new(),
+    };
+    let id = SpiffeId::parse(identity).unwrap();
+    status_for(&hello, &id, Some(remote.parse().unwrap()))
+}
+
+fn held(serial: &str, origin: CertificateOrigin) -> HeldCertificate {
+    HeldCertificate {
+        serial: serial.into(),
+        not_before: Timestamp::UNIX_EPOCH,
+        not_after: Timestamp::UNIX_EPOCH,
+        origin,
+        seen_at: Timestamp::UNIX_EPOCH,
+    }
+}
+
+#[test]
+fn a_renewal_reaches_the_stream_of_that_identity_at_that_address() {
+    let registry = ProxyRegistry::default();
+    let httpbin = "spiffe://cluster.local/ns/foo/sa/httpbin";
+    let mut first = stream(httpbin, "10.244.0.2:40000");
+    first.certificate = Some(held("01", CertificateOrigin::Presented));
+    registry.register(first);
+    registry.register(stream(
+        "spiffe://cluster.local/ns/foo/sa/sleep",
+        "10.244.0.3:40000",
+    ));
+    let renewed = held("02", CertificateOrigin::Renewed);
+    // Another address, another identity: nothing changes.
+    registry.certificate_issued(httpbin, "10.244.0.9".parse().unwrap(), renewed.clone());
+    registry.certificate_issued(
+        "spiffe://cluster.local/ns/foo/sa/other",
+        "10.244.0.2".parse().unwrap(),
+        renewed.clone(),
+    );
+    let certs: Vec<_> = registry.list().into_iter().map(|p| p.certificate).collect();
+    assert_eq!(
+        certs,
+        [Some(held("01", CertificateOrigin::Presented)), None]
+    );
+    registry.certificate_issued(httpbin, "10.244.0.2".parse().unwrap(), renewed.clone());
+    assert_eq!(registry.list()[0].certificate, Some(renewed));
+}
+
+#[test]
+fn a_renewal_that_cannot_be_attributed_makes_the_certificate_unknown() {
+    let registry = ProxyRegistry::default();
+    let httpbin = "spiffe://cluster.local/ns/foo/sa/httpbin";
+    for port in [40000, 40001] {
+        let mut s = stream(httpbin, &format!("127.0.0.1:{port}"));
+        s.certificate = Some(held("01", CertificateOrigin::Presented));
+        registry.register(s);
+    }
+    registry.certificate_issued(
+        httpbin,
+        "127.0.0.1".parse().unwrap(),
+        held("02", CertificateOrigin::Renewed),
+    );
+    assert!(registry.list().iter().all(|p| p.certificate.is_none()));
+}

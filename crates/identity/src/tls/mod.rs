@@ -7,6 +7,8 @@
 mod chain;
 mod credentials;
 mod identity_error;
+mod sessions;
+mod tickets;
 mod verifier;
 
 use std::sync::Arc;
@@ -21,7 +23,10 @@ use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 pub use chain::{Usage, describe_rustls_error, describe_tls_error, verify_chain};
 pub use credentials::{ActiveCert, ActiveRoots, Credentials};
 pub use identity_error::PeerIdentityError;
-pub use verifier::{SpiffeClientVerifier, SpiffeServerVerifier, peer_certificate};
+pub use sessions::{DESTINATIONS, TICKETS_PER_DESTINATION};
+pub use verifier::{
+    SpiffeClientVerifier, SpiffeServerVerifier, peer_certificate, resumed_peer_is_current,
+};
 
 use crate::crypto::provider;
 
@@ -115,6 +120,9 @@ impl MeshTls {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(CurrentCert(self.credentials.clone())));
         config.alpn_protocols = alpn;
+        // Resumption by stateless tickets only (`tickets`): no session cache to hold per client.
+        config.ticketer = tickets::MeshTickets::new(self.credentials.clone());
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Arc::new(config))
     }
 
@@ -143,6 +151,10 @@ impl MeshTls {
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(Arc::new(CurrentCert(self.credentials.clone())));
         config.alpn_protocols = alpn;
+        // Resume sessions with the destination's servers (`tickets`, `sessions`); one store per
+        // configuration, and configurations are per trust bundle (the proxy's connector).
+        config.resumption =
+            rustls::client::Resumption::store(Arc::new(sessions::MeshSessions::default()));
         // Mesh certificates carry no DNS names; SNI carries the `outbound_.…` cluster name set by
         // the caller, never an address.
         config.enable_sni = true;
@@ -166,6 +178,14 @@ fn mesh_provider() -> Arc<CryptoProvider> {
                 | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
                 | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
         )
+    });
+    // §4.1: "TLS 1.3 suites | BoringSSL fixed set (AES‑128‑GCM, AES‑256‑GCM, ChaCha20‑Poly1305)",
+    // in that order of preference, so two sidecars negotiate AES-128-GCM-SHA256 as Envoys do.
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        C::TLS13_AES_128_GCM_SHA256 => 0,
+        C::TLS13_AES_256_GCM_SHA384 => 1,
+        C::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
     });
     Arc::new(p)
 }

@@ -196,3 +196,17 @@ pub fn peer_certificate(peer_certificates: Option<&[CertificateDer<'static>]>) -
         .and_then(|chain| chain.first())
         .and_then(|leaf| CertInfo::parse(leaf).ok())
 }
+
+/// After a resumed handshake: is the peer's certificate still within its validity period? A
+/// resumed session skips verification (RFC 8446 §2.2), and its certificate may have expired
+/// since the handshake that verified it; an expired peer is refused (fail closed). `Err` says
+/// why in words.
+pub fn resumed_peer_is_current(peer: &CertInfo, now: jiff::Timestamp) -> Result<(), String> {
+    if now > peer.not_after {
+        return Err(format!(
+            "the resumed session's peer certificate expired at {}",
+            peer.not_after
+        ));
+    }
+    Ok(())
+}

@@ -112,6 +112,8 @@ pub struct Exchange {
     pub server: Result<String, String>,
     pub client: Result<String, String>,
     pub alpn: Option<Vec<u8>>,
+    /// The server resumed an earlier session instead of a full handshake.
+    pub resumed: bool,
 }
 
 /// Connects once, completes the handshake, sends `ping` and expects `pong` back, so a refusal
@@ -129,6 +131,7 @@ pub async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> E
         let peer = peer_certificate(tls.get_ref().1.peer_certificates())
             .and_then(|c| c.uri_sans.first().cloned())
             .unwrap_or_default();
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let mut buf = [0u8; 4];
         tls.read_exact(&mut buf)
             .await
@@ -137,7 +140,7 @@ pub async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> E
             .await
             .map_err(|e| describe_tls_error(&e))?;
         tls.shutdown().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(peer)
+        Ok::<_, String>((peer, resumed))
     });
     let connector = tokio_rustls::TlsConnector::from(client);
     let sni = ServerName::try_from("outbound_.8000_._.httpbin.foo.svc.cluster.local").unwrap();
@@ -172,9 +175,14 @@ pub async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> E
         Ok((peer, alpn)) => (Ok(peer), alpn),
         Err(e) => (Err(e), None),
     };
+    let (server, resumed) = match server {
+        Ok((peer, resumed)) => (Ok(peer), resumed),
+        Err(e) => (Err(e), false),
+    };
     Exchange {
         server,
         client,
         alpn,
+        resumed,
     }
 }

@@ -723,7 +723,9 @@ mod tests {
                     .collect();
                 let index = RuleIndex::build(rules.iter().map(|&e| Some(e)));
                 for _ in 0..40 {
-                    let headers = &header_sets[rng.below(header_sets.len())];
+                    let headers = &crate::attributes::borrow_headers(
+                        &header_sets[rng.below(header_sets.len())],
+                    );
                     let a = Attributes {
                         src_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                         remote_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -71,6 +71,7 @@ impl Default for Req {
 
 fn decide(authz: &WorkloadAuthz, req: &Req) -> (bool, AuthzReason) {
     let ip: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let headers = crate::attributes::borrow_headers(&req.headers);
     let attrs = Attributes {
         src_ip: ip,
         remote_ip: ip,
@@ -82,7 +83,7 @@ fn decide(authz: &WorkloadAuthz, req: &Req) -> (bool, AuthzReason) {
             method: req.method,
             authority: "httpbin",
             path: req.path,
-            headers: &req.headers,
+            headers: &headers,
             jwt: req.jwt.as_ref(),
         }),
     };

@@ -1,6 +1,7 @@
 //! All rules of a workload combined into Istio's requirement tree, evaluated the way Envoy's
 //! `jwt_authn` filter evaluates it (`filter.cc`, `verifier.cc`, `authenticator.cc`).
 
+use crate::attributes::Header;
 use serde_json::{Map, Value};
 
 use super::claims::{claim_header_value, normalize};
@@ -17,7 +18,7 @@ pub struct JwtRequest<'a> {
     /// `:path` as received, query included.
     pub path: &'a str,
     /// Header names in lower case; a repeated header is several entries.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [Header<'a>],
 }
 
 /// What `jwt_authn` decided.
@@ -149,7 +150,11 @@ impl JwtAuthenticator {
             return JwtOutcome::NoToken(HeaderMutations::default());
         }
         let mut exchange = Exchange {
-            headers: request.headers.to_vec(),
+            headers: request
+                .headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
             path: request.path.to_owned(),
             now: u64::try_from(now_unix).unwrap_or(0),
             verified: None,
@@ -304,8 +309,8 @@ fn is_cors_preflight(request: &JwtRequest<'_>) -> bool {
         let values: Vec<&str> = request
             .headers
             .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
             .collect();
         !values.join(",").is_empty()
     };
@@ -347,26 +352,32 @@ impl Exchange {
     /// The difference between the request as received and as the filter left it.
     fn mutations(&self, request: &JwtRequest<'_>) -> HeaderMutations {
         let mut names: Vec<&str> = Vec::new();
-        for (name, _) in request.headers.iter().chain(&self.headers) {
-            if !names.contains(&name.as_str()) {
+        let received = request.headers.iter().map(|(n, _)| *n);
+        for name in received.chain(self.headers.iter().map(|(n, _)| n.as_str())) {
+            if !names.contains(&name) {
                 names.push(name);
             }
         }
-        let values = |headers: &[(String, String)], name: &str| -> Vec<String> {
-            headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .collect()
-        };
         let mut mutations = HeaderMutations::default();
         for name in names {
-            let after = values(&self.headers, name);
-            if values(request.headers, name) != after {
+            let after: Vec<&str> = self
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let before = request
+                .headers
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, v)| *v);
+            if !before.eq(after.iter().copied()) {
                 mutations.remove.push(name.to_owned());
-                mutations
-                    .append
-                    .extend(after.into_iter().map(|value| (name.to_owned(), value)));
+                mutations.append.extend(
+                    after
+                        .into_iter()
+                        .map(|value| (name.to_owned(), value.to_owned())),
+                );
             }
         }
         if self.path != request.path {
@@ -399,10 +410,16 @@ impl HeaderMutations {
         self.remove.is_empty() && self.append.is_empty() && self.path.is_none()
     }
 
-    /// Applies the header part (`remove`, then `append`) to a header list.
-    pub fn apply(&self, headers: &mut Vec<(String, String)>) {
-        headers.retain(|(name, _)| !self.remove.contains(name));
-        headers.extend(self.append.iter().cloned());
+    /// The header lines after the header part (`remove`, then `append`): what the filters
+    /// after `jwt_authn` (RBAC) and the application see.
+    #[must_use]
+    pub fn view<'h>(&'h self, headers: &[Header<'h>]) -> Vec<Header<'h>> {
+        headers
+            .iter()
+            .filter(|(name, _)| !self.remove.iter().any(|r| r == name))
+            .copied()
+            .chain(self.append.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .collect()
     }
 }
 

@@ -2,6 +2,7 @@
 //! destination, transport detection, PeerAuthentication chain selection (authentication.md §2.4),
 //! mTLS termination, then the HTTP or TCP chain.
 
+use crate::observe::metrics::TlsSide;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -200,6 +201,7 @@ async fn serve_tls(
             match tls::handshake(accept, shared.timeouts.handshake).await {
                 Err(reason) => handshake_failed(&shared, &conn, start, &reason),
                 Ok((stream, peer)) => {
+                    shared.handshakes.record(TlsSide::Server, peer.resumed);
                     conn.security = Security::Mtls;
                     conn.xfcc = xfcc::element(&shared.local_identity(), &peer);
                     conn.peer = Some(peer);

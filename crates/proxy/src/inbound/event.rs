@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::observe::OptDisplay;
 use crate::observe::record::ResponseFlags;
 use jiff::Timestamp;
-use meshward_policy::authz::{AuthzDecision, AuthzReason};
+use meshward_policy::authz::{AuthzDecision, AuthzReason, RuleId};
 
 /// Where events go. Called on the connection's task; keep it cheap (hand the event to a channel
 /// if formatting is expensive).
@@ -43,8 +43,8 @@ pub fn tracing_sink() -> EventSink {
             tls_version = event.downstream_tls_version.unwrap_or("-"),
             peer = event.downstream_peer_uri_san.as_deref().unwrap_or("-"),
             authz = event.verdict.map(AuthzVerdict::as_str).unwrap_or("-"),
-            policy = event.authz_policy.as_deref().unwrap_or("-"),
-            reason = event.authz_reason.as_deref().unwrap_or("-"),
+            policy = event.deciding_policy().as_deref().unwrap_or("-"),
+            reason = event.reason().as_deref().unwrap_or("-"),
             "inbound"
         );
     })
@@ -197,22 +197,47 @@ impl InboundEvent {
         self.response_flags.insert(flag);
     }
 
-    /// Records an authorization decision: verdict word, deciding policy, reason, and the
-    /// decision itself for the dry-run and AUDIT metadata.
+    /// Records an authorization decision: its verdict word, and the decision itself (deciding
+    /// policy, reason, dry-run and AUDIT results are read from it when a line is written, not
+    /// rendered on every request).
     pub(crate) fn set_authz(&mut self, decision: AuthzDecision) {
-        let (verdict, rule) = match (&decision.reason, &decision.audited) {
-            (_, Some(audit)) if decision.allowed => (AuthzVerdict::Audit, Some(audit)),
-            (AuthzReason::AllowedBy(r), _) => (AuthzVerdict::Allow, Some(r)),
-            (AuthzReason::DeniedBy(r), _) | (AuthzReason::CustomDenied { rule: r, .. }, _) => {
-                (AuthzVerdict::Deny, Some(r))
-            }
-            (AuthzReason::NoAllowPolicies, _) => (AuthzVerdict::Allow, None),
-            (AuthzReason::NoAllowMatched, _) => (AuthzVerdict::Deny, None),
+        let verdict = match &decision.reason {
+            _ if decision.allowed && decision.audited.is_some() => AuthzVerdict::Audit,
+            AuthzReason::AllowedBy(_) | AuthzReason::NoAllowPolicies => AuthzVerdict::Allow,
+            AuthzReason::DeniedBy(_)
+            | AuthzReason::CustomDenied { .. }
+            | AuthzReason::NoAllowMatched => AuthzVerdict::Deny,
         };
         self.verdict = Some(verdict);
-        self.authz_policy = rule.map(|r| r.policy.to_string());
-        self.authz_reason = Some(meshward_policy::decision::describe(&decision));
         self.authz = Some(decision);
+    }
+
+    /// The deciding AuthorizationPolicy (`<namespace>/<name>`), if one decided.
+    pub fn deciding_policy(&self) -> Option<String> {
+        if self.authz_policy.is_some() {
+            return self.authz_policy.clone();
+        }
+        self.deciding_rule().map(|r| r.policy.to_string())
+    }
+
+    /// The rule that decided: the AUDIT rule of an audited allow, the matching ALLOW or DENY
+    /// rule; none when no ALLOW policy applies or none matched.
+    pub fn deciding_rule(&self) -> Option<&RuleId> {
+        let decision = self.authz.as_ref()?;
+        match (&decision.reason, &decision.audited) {
+            (_, Some(audit)) if decision.allowed => Some(audit),
+            (AuthzReason::AllowedBy(r) | AuthzReason::DeniedBy(r), _)
+            | (AuthzReason::CustomDenied { rule: r, .. }, _) => Some(r),
+            (AuthzReason::NoAllowPolicies | AuthzReason::NoAllowMatched, _) => None,
+        }
+    }
+
+    /// Why, in one sentence: what set the verdict, or the decision's description.
+    pub fn reason(&self) -> Option<String> {
+        if self.authz_reason.is_some() {
+            return self.authz_reason.clone();
+        }
+        self.authz.as_ref().map(meshward_policy::decision::describe)
     }
 
     /// Marks the traffic as refused below HTTP (no chain, failed handshake).

@@ -15,7 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use jiff::Timestamp;
 use meshward_policy::inventory::Protocol;
-use meshward_policy::{HttpVerdict, InboundRequest};
+use meshward_policy::jwt::HeaderMutations;
+use meshward_policy::{Header, HttpVerdict, InboundRequest};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
@@ -139,16 +140,25 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
     let state = shared.state.load();
     let port = conn.dst.port();
     // Envoy keeps HTTP/1.1 `Host` as `:authority`, never as a header, so policies see it only
-    // as the authority.
-    let headers: Vec<(String, String)> = parts
+    // as the authority. The policy borrows the header map; only a value that is not visible
+    // ASCII is copied, decoded lossily.
+    let lossy: Vec<String> = parts
+        .headers
+        .iter()
+        .filter(|(name, value)| *name != HOST && value.to_str().is_err())
+        .map(|(_, value)| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    let mut lossy_values = lossy.iter();
+    let headers: Vec<Header<'_>> = parts
         .headers
         .iter()
         .filter(|(name, _)| *name != HOST)
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
+        .filter_map(|(name, value)| {
+            let value = match value.to_str() {
+                Ok(text) => text,
+                Err(_) => lossy_values.next()?.as_str(),
+            };
+            Some((name.as_str(), value))
         })
         .collect();
     let decision = state.inbound.authorize_http(
@@ -157,7 +167,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
             method: parts.method.as_str(),
             path,
             authority,
-            headers,
+            headers: &headers,
             now_unix: Timestamp::now().as_second(),
         },
         false,
@@ -167,18 +177,14 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
 
     match decision.verdict {
         HttpVerdict::Forward {
-            headers,
+            mutations,
             path,
             decision,
         } => {
             if let Some(event) = guard.event() {
                 event.set_authz(decision);
             }
-            // Without RequestAuthentication the policy returns the headers untouched, so the
-            // request's own header map (with its exact bytes) is kept.
-            if !state.inbound.jwt().is_empty() {
-                parts.headers = header_map(headers, parts.headers.get(HOST));
-            }
+            apply_jwt_changes(&mut parts.headers, &mutations);
             // The policy returns the normalized path (authorization.md §7.1: "the backend sees
             // the same path"), minus a token parameter JWT removed.
             let h2 = matches!(
@@ -340,22 +346,21 @@ fn path_rejection_details(rejection: meshward_policy::path::PathRejection) -> &'
     }
 }
 
-/// A header map from the policy's list (names are lower-case; invalid entries are dropped),
-/// keeping the request's `Host` (which the policy sees as the authority, not as a header).
-fn header_map(list: Vec<(String, String)>, host: Option<&HeaderValue>) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(list.len() + 1);
-    if let Some(host) = host {
-        headers.insert(HOST, host.clone());
+/// Applies what `jwt_authn` changed (authentication.md §5.1): headers it removed go, headers it
+/// wrote are appended (a name or value that cannot be a header is dropped). Everything else
+/// keeps its exact bytes.
+fn apply_jwt_changes(headers: &mut HeaderMap, mutations: &HeaderMutations) {
+    for name in &mutations.remove {
+        headers.remove(name.as_str());
     }
-    for (name, value) in list {
+    for (name, value) in &mutations.append {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_str(value),
         ) {
             headers.append(name, value);
         }
     }
-    headers
 }
 
 /// Removes connection-specific headers, which describe one hop and must not be forwarded

@@ -35,6 +35,7 @@ use meshward_identity::MeshTls;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 
+use crate::observe::metrics::TlsHandshakes;
 use crate::state::StateHandle;
 use drain::{Drain, DrainControl};
 pub use event::{AuthzVerdict, EventSink, InboundEvent, tracing_sink};
@@ -116,6 +117,7 @@ pub(crate) struct Shared {
     pub(crate) upstreams: Upstreams,
     pub(crate) events: EventSink,
     pub(crate) timeouts: Timeouts,
+    pub(crate) handshakes: TlsHandshakes,
 }
 
 impl Shared {
@@ -146,6 +148,7 @@ pub struct Inbound {
     mode: ListenerMode,
     events: EventSink,
     timeouts: Timeouts,
+    handshakes: TlsHandshakes,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -169,12 +172,19 @@ impl Inbound {
             mode,
             events: tracing_sink(),
             timeouts: Timeouts::default(),
+            handshakes: TlsHandshakes::default(),
         }
     }
 
     /// Delivers events to `sink`.
     pub fn with_events(mut self, sink: EventSink) -> Self {
         self.events = sink;
+        self
+    }
+
+    /// Counts completed mTLS handshakes into `handshakes`.
+    pub fn with_handshake_counts(mut self, handshakes: TlsHandshakes) -> Self {
+        self.handshakes = handshakes;
         self
     }
 
@@ -220,6 +230,7 @@ impl Inbound {
             ),
             events: self.events,
             timeouts: self.timeouts,
+            handshakes: self.handshakes,
         });
         Ok(Listening {
             listeners,

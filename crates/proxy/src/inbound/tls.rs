@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshward_identity::MeshTls;
-use meshward_identity::tls::{alpn, describe_tls_error, peer_certificate};
+use meshward_identity::tls::{alpn, describe_tls_error, peer_certificate, resumed_peer_is_current};
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -59,6 +59,8 @@ pub(crate) struct PeerInfo {
     pub(crate) version: Option<&'static str>,
     /// The negotiated ALPN value.
     pub(crate) alpn: Option<Vec<u8>>,
+    /// The handshake resumed an earlier session (no certificates were exchanged).
+    pub(crate) resumed: bool,
 }
 
 /// Completes the handshake within `wait`. The error is the reason in words.
@@ -77,6 +79,10 @@ pub(crate) async fn handshake(
     let Some(cert) = peer_certificate(session.peer_certificates()) else {
         return Err("the peer presented no certificate".to_owned());
     };
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    if resumed {
+        resumed_peer_is_current(&cert, jiff::Timestamp::now())?;
+    }
     let uri = cert
         .uri_sans
         .iter()
@@ -96,6 +102,7 @@ pub(crate) async fn handshake(
         leaf_sha256: cert.sha256,
         version,
         alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+        resumed,
     };
     Ok((stream, info))
 }

@@ -100,6 +100,7 @@ mod tests {
             leaf_sha256: "ab12".to_owned(),
             version: Some("TLSv1.3"),
             alpn: None,
+            resumed: false,
         }
     }
 

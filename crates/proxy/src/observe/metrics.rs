@@ -4,8 +4,14 @@
 //! `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`,
 //! `istio_response_bytes`, `istio_tcp_connections_opened_total`,
 //! `istio_tcp_connections_closed_total`, `istio_tcp_sent_bytes_total`,
-//! `istio_tcp_received_bytes_total`. meshward adds `meshward_authz_decisions_total` and
-//! `meshward_access_log_dropped_lines_total`.
+//! `istio_tcp_received_bytes_total`. meshward adds `meshward_authz_decisions_total`,
+//! `meshward_authz_edge_decisions_total` and `meshward_access_log_dropped_lines_total`.
+//!
+//! Istio's labels cannot tell an authorization denial from an application's own 403 (Envoy
+//! sets no response flag for RBAC), nor a TCP connection closed by authorization from one the
+//! application closed. `meshward_authz_edge_decisions_total` carries the decision with Istio's
+//! connection labels, so a service graph can count allowed and denied traffic per pair of
+//! workloads without guessing from response codes.
 //!
 //! Cost per request: the caller builds one [`ConnectionLabels`] per connection (peer and
 //! workload labels do not change within a connection), wraps it in an `Arc`, and per request
@@ -22,6 +28,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::observe::record::{AuthzOutcome, ResponseFlags};
+use meshward_policy::authz::PolicyRef;
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.
 pub const DURATION_BUCKETS_MS: [f64; 19] = [
@@ -111,6 +118,24 @@ macro_rules! label_value_as_str {
     )*};
 }
 label_value_as_str!(Reporter, SecurityPolicy, RequestProtocol, AuthzOutcome);
+
+/// The `policy` label: the deciding AuthorizationPolicy as `<namespace>/<name>`, or `none`.
+/// Holds the policy's shared names, so counting a decision allocates nothing; the text is
+/// written only when the metrics are scraped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyLabel(pub Option<PolicyRef>);
+
+impl EncodeLabelValue for PolicyLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> std::fmt::Result {
+        match &self.0 {
+            Some(p) => write!(encoder, "{}/{}", p.namespace, p.name),
+            None => encoder.write_str("none"),
+        }
+    }
+}
 
 impl EncodeLabelValue for ResponseFlags {
     fn encode(
@@ -284,10 +309,87 @@ impl EncodeLabelSet for TcpLabels {
 pub struct AuthzLabels {
     /// `allow`, `deny`, `audit`, `unauthenticated`, `reject`.
     pub decision: AuthzOutcome,
-    /// The deciding policy, `<namespace>/<name>`, or `none`.
-    pub policy: Arc<str>,
+    /// The deciding policy.
+    pub policy: PolicyLabel,
     /// `source` or `destination`.
     pub reporter: Reporter,
+}
+
+/// Labels of `meshward_authz_edge_decisions_total`: Istio's connection labels (who called whom,
+/// both principals, `connection_security_policy`), the protocol, and the decision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EdgeDecisionLabels {
+    /// The connection's labels.
+    pub connection: Arc<ConnectionLabels>,
+    /// `http`, `grpc` or `tcp`.
+    pub request_protocol: RequestProtocol,
+    /// `allow`, `deny`, `audit`, `unauthenticated`, `reject`.
+    pub decision: AuthzOutcome,
+    /// The deciding policy.
+    pub policy: PolicyLabel,
+}
+
+impl EncodeLabelSet for EdgeDecisionLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        self.connection.encode(encoder)?;
+        EncodeLabel::encode(
+            &("request_protocol", self.request_protocol),
+            encoder.encode_label(),
+        )?;
+        EncodeLabel::encode(&("decision", self.decision), encoder.encode_label())?;
+        EncodeLabel::encode(&("policy", self.policy.clone()), encoder.encode_label())
+    }
+}
+
+/// The side of an mTLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsSide {
+    /// This proxy accepted the connection (inbound).
+    Server,
+    /// This proxy opened it (outbound).
+    Client,
+}
+
+/// Labels of `meshward_tls_handshakes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HandshakeLabels {
+    side: TlsSide,
+    resumed: bool,
+}
+
+impl EncodeLabelSet for HandshakeLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        let side = match self.side {
+            TlsSide::Server => "server",
+            TlsSide::Client => "client",
+        };
+        EncodeLabel::encode(&("side", side), encoder.encode_label())?;
+        let resumed = if self.resumed { "true" } else { "false" };
+        EncodeLabel::encode(&("resumed", resumed), encoder.encode_label())
+    }
+}
+
+/// Completed mTLS handshakes, full or resumed (Envoy's `ssl.handshake` and
+/// `ssl.session_reused`). Clones count into the same series; counting is one atomic add.
+#[derive(Debug, Clone, Default)]
+pub struct TlsHandshakes {
+    server_full: Counter,
+    server_resumed: Counter,
+    client_full: Counter,
+    client_resumed: Counter,
+}
+
+impl TlsHandshakes {
+    /// Counts one completed handshake.
+    pub fn record(&self, side: TlsSide, resumed: bool) {
+        let counter = match (side, resumed) {
+            (TlsSide::Server, false) => &self.server_full,
+            (TlsSide::Server, true) => &self.server_resumed,
+            (TlsSide::Client, false) => &self.client_full,
+            (TlsSide::Client, true) => &self.client_resumed,
+        };
+        counter.inc();
+    }
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -313,7 +415,9 @@ pub struct Metrics {
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
     authz: Family<AuthzLabels, Counter>,
+    edge_decisions: Family<EdgeDecisionLabels, Counter>,
     access_log_dropped: Counter,
+    tls_handshakes: TlsHandshakes,
 }
 
 impl Default for Metrics {
@@ -338,7 +442,22 @@ impl Metrics {
         let tcp_sent = Family::<TcpLabels, Counter>::default();
         let tcp_received = Family::<TcpLabels, Counter>::default();
         let authz = Family::<AuthzLabels, Counter>::default();
+        let edge_decisions = Family::<EdgeDecisionLabels, Counter>::default();
         let access_log_dropped = Counter::default();
+        // The family owns the series; the handle keeps a clone of each counter, so recording a
+        // handshake needs no label lookup.
+        let handshake_family = Family::<HandshakeLabels, Counter>::default();
+        let series = |side, resumed| {
+            handshake_family
+                .get_or_create(&HandshakeLabels { side, resumed })
+                .clone()
+        };
+        let tls_handshakes = TlsHandshakes {
+            server_full: series(TlsSide::Server, false),
+            server_resumed: series(TlsSide::Server, true),
+            client_full: series(TlsSide::Client, false),
+            client_resumed: series(TlsSide::Client, true),
+        };
 
         // prometheus-client appends `_total` to counter names, so counters are registered
         // without it and come out with exactly Istio's names.
@@ -388,6 +507,16 @@ impl Metrics {
             authz.clone(),
         );
         registry.register(
+            "meshward_authz_edge_decisions",
+            "Authorization decisions, by source and destination workload, principals and decision",
+            edge_decisions.clone(),
+        );
+        registry.register(
+            "meshward_tls_handshakes",
+            "Completed mTLS handshakes, by side and whether a session was resumed",
+            handshake_family,
+        );
+        registry.register(
             "meshward_access_log_dropped_lines",
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
@@ -403,8 +532,15 @@ impl Metrics {
             tcp_sent,
             tcp_received,
             authz,
+            edge_decisions,
             access_log_dropped,
+            tls_handshakes,
         }
+    }
+
+    /// The handshake counters, for the listeners and the connector.
+    pub fn tls_handshakes(&self) -> TlsHandshakes {
+        self.tls_handshakes.clone()
     }
 
     /// Counts one finished HTTP/gRPC request and observes its duration and body sizes.
@@ -451,13 +587,36 @@ impl Metrics {
 
     /// Counts one authorization decision. `policy` is `<namespace>/<name>`; `None` is written
     /// as `none` (Envoy's word for "no policy matched").
-    pub fn authz_decision(&self, reporter: Reporter, decision: AuthzOutcome, policy: Option<&str>) {
+    pub fn authz_decision(
+        &self,
+        reporter: Reporter,
+        decision: AuthzOutcome,
+        policy: Option<&PolicyRef>,
+    ) {
         let labels = AuthzLabels {
             decision,
-            policy: Arc::from(policy.unwrap_or("none")),
+            policy: PolicyLabel(policy.cloned()),
             reporter,
         };
         self.authz.get_or_create(&labels).inc();
+    }
+
+    /// Counts one authorization decision on the connection `connection` describes (one per
+    /// HTTP request, one per TCP connection).
+    pub fn edge_decision(
+        &self,
+        connection: &Arc<ConnectionLabels>,
+        request_protocol: RequestProtocol,
+        decision: AuthzOutcome,
+        policy: Option<&PolicyRef>,
+    ) {
+        let labels = EdgeDecisionLabels {
+            connection: connection.clone(),
+            request_protocol,
+            decision,
+            policy: PolicyLabel(policy.cloned()),
+        };
+        self.edge_decisions.get_or_create(&labels).inc();
     }
 
     /// The dropped-access-log-lines counter, for
@@ -628,14 +787,17 @@ mod tests {
         assert!(text.contains("source_principal=\"unknown\""));
     }
 
+    fn deny_all() -> PolicyRef {
+        PolicyRef {
+            namespace: Arc::from("foo"),
+            name: Arc::from("deny-all"),
+        }
+    }
+
     #[test]
     fn meshward_metrics() {
         let m = Metrics::new();
-        m.authz_decision(
-            Reporter::Destination,
-            AuthzOutcome::Deny,
-            Some("foo/deny-all"),
-        );
+        m.authz_decision(Reporter::Destination, AuthzOutcome::Deny, Some(&deny_all()));
         m.authz_decision(Reporter::Destination, AuthzOutcome::Deny, None);
         m.access_log_dropped_counter().inc_by(4);
         let text = m.encode();
@@ -646,5 +808,58 @@ mod tests {
             "meshward_authz_decisions_total{decision=\"deny\",policy=\"none\",reporter=\"destination\"} 1"
         ));
         assert!(text.contains("meshward_access_log_dropped_lines_total 4"));
+    }
+
+    #[test]
+    fn handshakes_count_by_side_and_resumption() {
+        let m = Metrics::new();
+        let handshakes = m.tls_handshakes();
+        handshakes.record(TlsSide::Server, false);
+        handshakes.record(TlsSide::Server, true);
+        handshakes.clone().record(TlsSide::Server, true);
+        handshakes.record(TlsSide::Client, false);
+        let text = m.encode();
+        for line in [
+            "meshward_tls_handshakes_total{side=\"server\",resumed=\"false\"} 1",
+            "meshward_tls_handshakes_total{side=\"server\",resumed=\"true\"} 2",
+            "meshward_tls_handshakes_total{side=\"client\",resumed=\"false\"} 1",
+            "meshward_tls_handshakes_total{side=\"client\",resumed=\"true\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn edge_decisions_carry_istio_connection_labels() {
+        let m = Metrics::new();
+        m.edge_decision(
+            &conn(),
+            RequestProtocol::Http,
+            AuthzOutcome::Deny,
+            Some(&deny_all()),
+        );
+        m.edge_decision(&conn(), RequestProtocol::Tcp, AuthzOutcome::Allow, None);
+        let text = m.encode();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("meshward_authz_edge_decisions_total{"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let deny = lines
+            .iter()
+            .find(|l| l.contains("decision=\"deny\""))
+            .unwrap();
+        for label in [
+            "reporter=\"destination\"",
+            "source_workload=\"sleep\"",
+            "source_principal=\"spiffe://cluster.local/ns/foo/sa/sleep\"",
+            "destination_workload=\"httpbin\"",
+            "connection_security_policy=\"mutual_tls\"",
+            "request_protocol=\"http\"",
+            "policy=\"foo/deny-all\"",
+        ] {
+            assert!(deny.contains(label), "{label} not in {deny}");
+        }
+        assert!(deny.ends_with("} 1"), "{deny}");
     }
 }

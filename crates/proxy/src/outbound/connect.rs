@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use meshward_api::SpiffeId;
 use meshward_identity::MeshTls;
-use meshward_identity::tls::{alpn, describe_tls_error, peer_certificate};
+use meshward_identity::tls::{
+    ActiveRoots, alpn, describe_tls_error, peer_certificate, resumed_peer_is_current,
+};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,6 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::resolve::{MtlsTarget, Transport};
+use crate::observe::metrics::{TlsHandshakes, TlsSide};
 
 /// More distinct (identities, ALPN) pairs than this means the mesh changed a lot; the cache
 /// is dropped and rebuilt on demand rather than grown without bound.
@@ -196,11 +199,19 @@ pub struct ConnectionInfo {
     /// The SNI sent (mTLS).
     pub sni: Option<Arc<str>>,
     /// The server identity that passed secure naming (its first SPIFFE URI SAN).
-    pub peer_identity: Option<String>,
+    pub peer_identity: Option<Arc<str>>,
     /// The ALPN protocol the server selected.
     pub alpn: Option<Vec<u8>>,
     /// Mesh mTLS?
     pub mtls: bool,
+}
+
+/// The client configurations of one trust bundle.
+#[derive(Debug)]
+struct ClientConfigs {
+    /// The roots they were made under.
+    roots: Option<Arc<ActiveRoots>>,
+    by_key: HashMap<ConfigKey, Arc<ClientConfig>>,
 }
 
 /// An open upstream connection.
@@ -213,11 +224,15 @@ pub struct Upstream {
 }
 
 /// Opens upstream connections, keeping one rustls configuration per (expected identities,
-/// ALPN) since building one runs the verifier setup and provider cloning every time.
+/// ALPN) since building one runs the verifier setup and provider cloning every time. Each
+/// configuration also holds the TLS sessions it may resume, so the cache belongs to one trust
+/// bundle: when the roots change it is emptied, and nothing verified under the old roots is
+/// resumed.
 #[derive(Debug)]
 pub struct Connector {
     tls: MeshTls,
-    configs: Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>,
+    handshakes: TlsHandshakes,
+    configs: Mutex<ClientConfigs>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
 }
@@ -226,10 +241,19 @@ impl Connector {
     /// Connections presenting `tls`'s workload certificate. `connect_timeout` bounds the TCP
     /// connect (Istio's default `connectTimeout` is 10 s, §3.6), `handshake_timeout` the TLS
     /// handshake.
-    pub fn new(tls: MeshTls, connect_timeout: Duration, handshake_timeout: Duration) -> Self {
+    pub fn new(
+        tls: MeshTls,
+        handshakes: TlsHandshakes,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Self {
         Connector {
             tls,
-            configs: Mutex::new(HashMap::new()),
+            handshakes,
+            configs: Mutex::new(ClientConfigs {
+                roots: None,
+                by_key: HashMap::new(),
+            }),
             connect_timeout,
             handshake_timeout,
         }
@@ -291,10 +315,23 @@ impl Connector {
             .map_err(|_| ConnectError::Timeout)?
             .map_err(|e| ConnectError::Tls(describe_tls_error(&e)))?;
         let (_, session) = tls.get_ref();
-        let peer_identity = peer_certificate(session.peer_certificates()).and_then(|c| {
+        let peer = peer_certificate(session.peer_certificates());
+        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        self.handshakes.record(TlsSide::Client, resumed);
+        if resumed {
+            let current = peer
+                .as_ref()
+                .ok_or_else(|| "the resumed session has no peer certificate".to_owned())
+                .and_then(|p| resumed_peer_is_current(p, jiff::Timestamp::now()));
+            if let Err(why) = current {
+                return Err(ConnectError::Tls(why));
+            }
+        }
+        let peer_identity = peer.and_then(|c| {
             c.uri_sans
                 .into_iter()
                 .find(|san| san.starts_with(meshward_api::spiffe::SCHEME))
+                .map(Arc::from)
         });
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
         Ok(Upstream {
@@ -316,7 +353,13 @@ impl Connector {
         protocol: AppProtocol,
     ) -> Result<Arc<ClientConfig>, ConnectError> {
         let key = (expected.clone(), protocol);
-        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        let roots = self.tls.credentials().roots();
+        let mut cache = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cache.roots.as_ref().is_some_and(|r| Arc::ptr_eq(r, &roots)) {
+            cache.roots = Some(roots);
+            cache.by_key.clear();
+        }
+        let configs = &mut cache.by_key;
         if let Some(config) = configs.get(&key) {
             return Ok(config.clone());
         }

@@ -70,7 +70,7 @@ pub struct OutboundEvent {
     /// Whether the upstream connection is mesh mTLS.
     pub upstream_mtls: bool,
     /// The server identity verified by secure naming (mTLS only).
-    pub upstream_peer_identity: Option<String>,
+    pub upstream_peer_identity: Option<Arc<str>>,
     /// The destination service FQDN, when the destination is a mesh service.
     pub destination_service: Option<Arc<str>>,
     /// The destination workload `ns/name`, when the destination is in the mesh.

@@ -39,6 +39,7 @@ use meshward_identity::MeshTls;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::observe::metrics::TlsHandshakes;
 use crate::state::StateHandle;
 
 pub use connect::{AppProtocol, ConnectError, Connector};
@@ -94,6 +95,8 @@ pub struct OutboundConfig {
     pub event_sink: EventSink,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// Counts completed mTLS handshakes.
+    pub handshakes: TlsHandshakes,
 }
 
 impl OutboundConfig {
@@ -106,6 +109,7 @@ impl OutboundConfig {
             transparent_addr: None,
             event_sink: log_sink(),
             timeouts: Timeouts::default(),
+            handshakes: TlsHandshakes::default(),
         }
     }
 }
@@ -136,7 +140,12 @@ impl Outbound {
             shared: Arc::new(Shared {
                 state: config.state,
                 resolver: Resolver::new(),
-                connector: Connector::new(config.tls, timeouts.connect, timeouts.tls_handshake),
+                connector: Connector::new(
+                    config.tls,
+                    config.handshakes,
+                    timeouts.connect,
+                    timeouts.tls_handshake,
+                ),
                 pool: Arc::new(Pool::new(timeouts.pool_idle, MAX_IDLE_PER_KEY)),
                 sink: config.event_sink,
                 timeouts,

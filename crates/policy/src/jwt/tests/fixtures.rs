@@ -321,7 +321,7 @@ pub(super) fn request(
         &JwtRequest {
             method,
             path,
-            headers,
+            headers: &crate::attributes::borrow_headers(headers),
         },
         now,
     )
@@ -374,9 +374,12 @@ pub(super) fn upstream_headers(
     request: &[(String, String)],
     mutations: &HeaderMutations,
 ) -> Vec<(String, String)> {
-    let mut headers = request.to_vec();
-    mutations.apply(&mut headers);
-    sorted(headers)
+    let view = mutations.view(&crate::attributes::borrow_headers(request));
+    sorted(
+        view.into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+    )
 }
 
 /// Signs sections given verbatim (already encoded), so padding and odd encodings can be tested.

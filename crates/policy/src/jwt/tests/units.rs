@@ -53,7 +53,11 @@ proptest! {
             ("origin", "o"),
         ]);
         let _ = authn.authenticate(
-            &JwtRequest { method: &method, path: &path, headers: &request_headers },
+            &JwtRequest {
+                method: &method,
+                path: &path,
+                headers: &crate::attributes::borrow_headers(&request_headers),
+            },
             now,
         );
     }
