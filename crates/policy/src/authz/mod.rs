@@ -83,6 +83,17 @@ pub struct AuthzDecision {
 }
 
 impl AuthzDecision {
+    /// The rule a log line names: the AUDIT rule of an allowed, audited request; else the ALLOW
+    /// or DENY (or CUSTOM) rule that decided; none when no ALLOW policy applies or none matched.
+    pub fn deciding_rule(&self) -> Option<&RuleId> {
+        match (&self.reason, &self.audited) {
+            (_, Some(audit)) if self.allowed => Some(audit),
+            (AuthzReason::AllowedBy(r) | AuthzReason::DeniedBy(r), _)
+            | (AuthzReason::CustomDenied { rule: r, .. }, _) => Some(r),
+            (AuthzReason::NoAllowPolicies | AuthzReason::NoAllowMatched, _) => None,
+        }
+    }
+
     /// Envoy's response code details: `rbac_access_denied_matched_policy[<id>]` (§9).
     pub fn response_code_details(&self) -> Option<String> {
         match &self.reason {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::observe::OptDisplay;
 use crate::observe::record::ResponseFlags;
 use jiff::Timestamp;
-use meshward_policy::authz::{AuthzDecision, AuthzReason, RuleId};
+use meshward_policy::authz::{AuthzDecision, RuleId};
 
 /// Where events go. Called on the connection's task; keep it cheap (hand the event to a channel
 /// if formatting is expensive).
@@ -201,12 +201,12 @@ impl InboundEvent {
     /// policy, reason, dry-run and AUDIT results are read from it when a line is written, not
     /// rendered on every request).
     pub(crate) fn set_authz(&mut self, decision: AuthzDecision) {
-        let verdict = match &decision.reason {
-            _ if decision.allowed && decision.audited.is_some() => AuthzVerdict::Audit,
-            AuthzReason::AllowedBy(_) | AuthzReason::NoAllowPolicies => AuthzVerdict::Allow,
-            AuthzReason::DeniedBy(_)
-            | AuthzReason::CustomDenied { .. }
-            | AuthzReason::NoAllowMatched => AuthzVerdict::Deny,
+        let verdict = if !decision.allowed {
+            AuthzVerdict::Deny
+        } else if decision.audited.is_some() {
+            AuthzVerdict::Audit
+        } else {
+            AuthzVerdict::Allow
         };
         self.verdict = Some(verdict);
         self.authz = Some(decision);
@@ -223,13 +223,7 @@ impl InboundEvent {
     /// The rule that decided: the AUDIT rule of an audited allow, the matching ALLOW or DENY
     /// rule; none when no ALLOW policy applies or none matched.
     pub fn deciding_rule(&self) -> Option<&RuleId> {
-        let decision = self.authz.as_ref()?;
-        match (&decision.reason, &decision.audited) {
-            (_, Some(audit)) if decision.allowed => Some(audit),
-            (AuthzReason::AllowedBy(r) | AuthzReason::DeniedBy(r), _)
-            | (AuthzReason::CustomDenied { rule: r, .. }, _) => Some(r),
-            (AuthzReason::NoAllowPolicies | AuthzReason::NoAllowMatched, _) => None,
-        }
+        self.authz.as_ref()?.deciding_rule()
     }
 
     /// Why, in one sentence: what set the verdict, or the decision's description.

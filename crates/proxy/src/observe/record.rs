@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use meshward_api::resources::security::Action;
-use meshward_policy::authz::{AuthzDecision, AuthzReason, RuleId};
+use meshward_policy::authz::{AuthzDecision, RuleId};
 
 /// Envoy's response flags (authentication.md §6.1 "Response flags"), as a bitset.
 ///
@@ -349,17 +349,15 @@ impl RequestRecord {
     /// is then the AUDIT policy. Otherwise it is the policy whose rule decided (none when no
     /// ALLOW policy applies, or when ALLOW policies apply and none matched).
     pub fn apply_authz(&mut self, decision: &AuthzDecision, is_http: bool) {
-        let (outcome, policy) = match (&decision.reason, &decision.audited) {
-            (_, Some(audit)) if decision.allowed => (AuthzOutcome::Audit, Some(audit)),
-            (AuthzReason::AllowedBy(r), _) => (AuthzOutcome::Allow, Some(r)),
-            (AuthzReason::DeniedBy(r), _) | (AuthzReason::CustomDenied { rule: r, .. }, _) => {
-                (AuthzOutcome::Deny, Some(r))
-            }
-            (AuthzReason::NoAllowPolicies, _) => (AuthzOutcome::Allow, None),
-            (AuthzReason::NoAllowMatched, _) => (AuthzOutcome::Deny, None),
+        let outcome = if !decision.allowed {
+            AuthzOutcome::Deny
+        } else if decision.audited.is_some() {
+            AuthzOutcome::Audit
+        } else {
+            AuthzOutcome::Allow
         };
         self.authz = Some(outcome);
-        self.authz_policy = policy.map(|r| r.policy.to_string());
+        self.authz_policy = decision.deciding_rule().map(|r| r.policy.to_string());
         self.authz_reason = Some(authz_reason(decision));
 
         if let Some(details) = decision.response_code_details() {
@@ -470,6 +468,7 @@ pub(crate) fn logged_headers(headers: &http::HeaderMap) -> Vec<(String, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshward_policy::authz::AuthzReason;
 
     #[test]
     fn flags_render_in_envoy_order() {
