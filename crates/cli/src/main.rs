@@ -31,12 +31,14 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Format,
     },
-    /// Find Istio's analyzer problems and silent policy traps in manifests (offline).
+    /// Find Istio's analyzer problems and silent policy traps in manifests (`-f`), or in the
+    /// running mesh's configuration.
     Analyze(commands::analyze::AnalyzeArgs),
     /// Everything that decides traffic to one pod or workload: identity, services and client
     /// TLS, mTLS per port, AuthorizationPolicies in evaluation order, JWT, findings.
     Describe(commands::describe::DescribeArgs),
-    /// Decide one connection or request and explain why, policy by policy and rule by rule.
+    /// Decide one connection or request and explain why, policy by policy and rule by rule, on
+    /// manifests (`-f`) or on the running mesh's configuration.
     Check(commands::check::CheckArgs),
     /// Run PolicyTests (offline, with the decision engine).
     Test(commands::test::TestArgs),
@@ -48,14 +50,16 @@ enum Command {
     Apply(commands::apply::ApplyArgs),
     /// Remove resources from the running control plane.
     Delete(commands::apply::DeleteArgs),
-    /// Start a local mesh of pods from manifests (netns mode: root on Linux).
+    /// Start a local mesh of pods from manifests (netns mode as root on Linux, loopback mode
+    /// otherwise).
     Up(commands::up::UpArgs),
     /// Stop the local mesh and remove every namespace, rule, process and file it created.
     Down(commands::down::DownArgs),
     /// List the local mesh's pods (`get pods`), and the control plane's resources and proxies
     /// (`get ap`, `get proxies`, …).
     Get(commands::pods::GetArgs),
-    /// Run a command inside a pod of the local mesh (its traffic is captured like the app's).
+    /// Run a command inside a pod of the local mesh (its traffic goes through the pod's sidecar
+    /// like the app's).
     Exec(commands::exec::ExecArgs),
     /// Start a one-off pod, run a command in it, remove it; returns the command's exit code.
     Run(commands::run::RunArgs),
@@ -82,6 +86,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    output::end_quietly_on_broken_pipe();
     meshward_identity::crypto::install_default_provider();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -170,3 +170,42 @@ fn check_explains_a_denial() {
     let t = text(&out);
     assert!(t.starts_with("REJECT: plaintext into a STRICT port"), "{t}");
 }
+
+/// Runs `meshward args` with stdout a pipe whose reader is already gone (as after `| head -1`
+/// has read its line and exited), so its first write fails with EPIPE.
+fn into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_meshward"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(writer)
+        .output()
+        .expect("run meshward")
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let conformance = repo().join("../shared/conformance");
+    let conformance = conformance.to_str().expect("utf-8 path");
+    let quickstart = repo().join("examples/quickstart");
+    let quickstart = quickstart.to_str().expect("utf-8 path");
+    for args in [
+        // JSON and YAML through `print_structured`.
+        &["validate", "-f", conformance, "-o", "json"][..],
+        &["validate", "-f", conformance, "-o", "yaml"][..],
+        // A table through `print_table`.
+        &[
+            "describe", "pod", "frontend", "-n", "shop", "-f", quickstart,
+        ][..],
+        // Plain `println!` lines.
+        &["test", conformance][..],
+    ] {
+        let out = into_closed_pipe(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: nothing to say: {stderr}");
+        // 128 + SIGPIPE, as a shell reports a tool killed by SIGPIPE.
+        assert_eq!(out.status.code(), Some(141), "{args:?}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `meshward control-plane` as a process, driven by `meshward apply|get|delete` over its admin
 //! API on 127.0.0.1: what is applied is served, an invalid change is refused with file and line
-//! and changes nothing, watched folders are reloaded.
+//! and changes nothing, watched folders are reloaded; with `--state-dir`, what was accepted
+//! survives `kill -9`, and a damaged state file stops the start with the file named.
 
 // A test binary: a failed expectation is a failing test.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -41,19 +42,29 @@ impl Drop for ControlPlane {
 }
 
 fn start(dir: &Path, config: &Path) -> ControlPlane {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshward"))
-        .args([
-            "control-plane",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--ca-dir",
-        ])
-        .arg(dir.join("ca"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
+    start_with(dir, config, &[])
+}
+
+fn control_plane_command(dir: &Path, config: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshward"));
+    cmd.args([
+        "control-plane",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--ca-dir",
+    ])
+    .arg(dir.join("ca"))
+    .arg("--config")
+    .arg(config)
+    .args(extra)
+    .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn start_with(dir: &Path, config: &Path, extra: &[&str]) -> ControlPlane {
+    let mut child = control_plane_command(dir, config, extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -200,6 +211,31 @@ fn apply_get_delete_against_a_running_control_plane() {
 }
 
 #[test]
+fn get_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("mesh");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::write(watched.join("pods.yaml"), PODS).unwrap();
+    std::fs::write(watched.join("policy.yaml"), POLICY).unwrap();
+    let cp = start(dir.path(), &watched);
+    for args in [&["get", "ap", "-o", "json"][..], &["get", "ap"][..]] {
+        // The reader is gone before the first write, as after `| head -1` read its line.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_meshward"))
+            .args(args)
+            .env("MESHWARD_CONTROL_PLANE", &cp.url)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}");
+    }
+}
+
+#[test]
 fn an_unreachable_control_plane_is_reported() {
     let out = meshward("http://127.0.0.1:9", &["get", "ap"]);
     assert_eq!(out.status.code(), Some(2));
@@ -207,5 +243,158 @@ fn an_unreachable_control_plane_is_reported() {
         text(&out).contains("cannot reach the control plane"),
         "{}",
         text(&out)
+    );
+}
+
+/// `kill -9` of the control plane (no shutdown path runs) and the wait for it to be gone.
+fn kill_9(mut cp: ControlPlane) {
+    cp.child.kill().unwrap();
+    cp.child.wait().unwrap();
+}
+
+#[test]
+fn what_was_accepted_survives_kill_9_of_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("mesh");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::write(watched.join("pods.yaml"), PODS).unwrap();
+    let seeded = POLICY.replace("allow-get", "from-folder");
+    std::fs::write(watched.join("policy.yaml"), &seeded).unwrap();
+    let state = dir.path().join("state");
+    let state_arg = ["--state-dir", state.to_str().unwrap()];
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+
+    let mut timings = Vec::new();
+    for round in 0..3 {
+        let cp = start_with(dir.path(), &watched, &state_arg);
+        let url = cp.url.clone();
+        match round {
+            0 => {
+                // A policy applied, and one of the watched folder's deleted: both are changes
+                // made through the API that the folder, unchanged, must not undo.
+                let started = Instant::now();
+                let out = meshward(&url, &["apply", "-f", policy.to_str().unwrap()]);
+                timings.push(started.elapsed());
+                assert!(out.status.success(), "{}", text(&out));
+                let folder_policy = watched.join("policy.yaml");
+                let out = meshward(&url, &["delete", "-f", folder_policy.to_str().unwrap()]);
+                assert!(out.status.success(), "{}", text(&out));
+            }
+            1 => {
+                // Re-applying with a change, then killed at once: the answer came after the
+                // change was on disk.
+                let edited = dir.path().join("edited.yaml");
+                std::fs::write(&edited, POLICY.replace("[GET]", "[GET, HEAD]")).unwrap();
+                let started = Instant::now();
+                let out = meshward(&url, &["apply", "-f", edited.to_str().unwrap()]);
+                timings.push(started.elapsed());
+                assert!(out.status.success(), "{}", text(&out));
+            }
+            _ => {
+                let out = meshward(&url, &["get", "ap", "-o", "json"]);
+                assert!(out.status.success(), "{}", text(&out));
+                let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let names: Vec<&str> = list["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["metadata"]["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(names, ["allow-get"], "{list}");
+                let methods =
+                    &list["items"][0]["spec"]["rules"][0]["to"][0]["operation"]["methods"];
+                assert_eq!(
+                    methods,
+                    &serde_json::json!(["GET", "HEAD"]),
+                    "the last apply"
+                );
+                let out = meshward(&url, &["get", "ap"]);
+                let table = String::from_utf8_lossy(&out.stdout);
+                assert!(table.contains("foo        allow-get"), "{table}");
+                // The folder's pods are there, from the folder.
+                let out = meshward(&url, &["get", "workloads", "-o", "json"]);
+                let workloads: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(workloads.as_array().map(Vec::len), Some(1), "{workloads}");
+                // A later edit of the folder's policy is a newer write than the delete.
+                std::fs::write(
+                    watched.join("policy.yaml"),
+                    seeded.replace("[GET]", "[POST]"),
+                )
+                .unwrap();
+                let started = Instant::now();
+                loop {
+                    let out = meshward(&url, &["get", "ap", "-n", "foo", "-o", "json"]);
+                    if String::from_utf8_lossy(&out.stdout).contains("POST") {
+                        break;
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(5),
+                        "the folder edit was not taken"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        kill_9(cp);
+    }
+    eprintln!(
+        "apply with --state-dir (CLI process included): {:?}",
+        timings.iter().map(|t| t.as_millis()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_corrupt_state_file_stops_the_start_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("mesh");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::write(watched.join("pods.yaml"), PODS).unwrap();
+    let state = dir.path().join("state");
+    let state_arg = ["--state-dir", state.to_str().unwrap()];
+    let cp = start_with(dir.path(), &watched, &state_arg);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let out = meshward(&cp.url, &["apply", "-f", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    kill_9(cp);
+
+    // One byte of the recorded policy changed: the file still parses, but it is not what was
+    // accepted.
+    let file = state.join("store.json");
+    let recorded = std::fs::read_to_string(&file).unwrap();
+    assert!(recorded.contains("allow-get"));
+    std::fs::write(&file, recorded.replace("allow-get", "allow-gex")).unwrap();
+
+    let mut child = control_plane_command(dir.path(), &watched, &state_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the control plane started on a corrupt state file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&file.display().to_string()),
+        "the file is named: {stderr}"
+    );
+    assert!(stderr.contains("is corrupt"), "{stderr}");
+    assert!(stderr.contains("sha256"), "what is wrong: {stderr}");
+    // The file is left as it was, for whoever repairs it.
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("allow-gex")
     );
 }

@@ -2,7 +2,8 @@
 //! The diagnostics commands against a real local mesh (netns mode): seed 000 with STRICT mTLS,
 //! deny-all and allow-frontend, a frontend request (200) and an intruder's (403), then
 //! `proxy-status`, `proxy-config secret|listeners|clusters|policies` for the backend pod, and
-//! `edges`.
+//! `edges`; then `check` and `analyze` without `-f` (against the running control plane) beside
+//! the same commands on the seed's manifests, before and after `meshward apply` of a DENY.
 //!
 //! Needs root, `ip`, `iptables`, `setpriv`, `curl` and the `meshward-proxy` binary (`cargo build
 //! -p meshward-proxy`); without them the test says so and passes. Meshes are global to the
@@ -10,6 +11,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -90,7 +92,7 @@ fn redact(output: &str) -> String {
     for piece in output.split_inclusive([' ', '\n']) {
         let word = piece.trim_end_matches([' ', '\n']);
         let separator = &piece[word.len()..];
-        let core = word.trim_matches(|c| matches!(c, '"' | '(' | ')' | ','));
+        let core = word.trim_matches(|c| matches!(c, '"' | '(' | ')' | ',' | ';'));
         let replacement = if is_time(core) {
             Some("[TIME]")
         } else if is_hex(core) {
@@ -224,6 +226,240 @@ fn seed_000_proxy_status_proxy_config_and_edges() {
     let table = text(&mesh, &["edges"]);
     assert!(table.contains("default/frontend-0"), "{table}");
 
+    check_and_analyze_live(&mesh, &dir);
+
     mesh.down();
     mesh.assert_clean();
+}
+
+/// The seed's manifests: what `up` gives the control plane (its PolicyTests declare test cases,
+/// which `up` does not load).
+fn manifests(seed: &Path) -> Vec<String> {
+    [
+        "00-apps.yaml",
+        "01-peer-authentication.yaml",
+        "02-deny-all.yaml",
+        "03-backend-allow-frontend.yaml",
+    ]
+    .iter()
+    .map(|f| seed.join(f).display().to_string())
+    .collect()
+}
+
+/// `meshward check ARGS -o json`, live (no `-f`) or on `files`.
+fn check(mesh: &Mesh, args: &[&str], files: Option<&[String]>) -> Value {
+    let mut all: Vec<&str> = vec!["check", "-o", "json"];
+    all.extend(args);
+    if let Some(files) = files {
+        all.push("-f");
+        all.extend(files.iter().map(String::as_str));
+    }
+    json(mesh, &all)
+}
+
+/// What must not depend on where the configuration was read: the verdict, why, and the trace
+/// policy by policy and rule by rule (origins aside: the running mesh loaded the seed through
+/// `up`'s generated configuration, so its `file:line` are there).
+fn decision(v: &Value) -> Value {
+    let mut policies = v["policies"].clone();
+    for p in policies.as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("origin");
+        for r in p["rules"].as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("origin");
+        }
+    }
+    serde_json::json!({
+        "verdict": v["verdict"],
+        "reason": v["reason"],
+        "deciding_policy": v["deciding_policy"],
+        "transport": v["transport"],
+        "server_mtls": v["server_mtls"],
+        "response": v["response"],
+        "policies": policies,
+    })
+}
+
+/// Live `check` once the destination's sidecar has ACKed the configuration (pods come and go
+/// in this test, and each change is pushed), or the last answer after a few seconds.
+fn check_synced(mesh: &Mesh, args: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = check(mesh, args, None);
+        if v["live"]["sidecar"]["state"] == "SYNCED" || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A DENY of POST to the backend's port, and an ALLOW whose selector matches no pod.
+const APPLIED: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-post
+  namespace: default
+spec:
+  selector:
+    matchLabels: {app: backend}
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        ports: [\"5678\"]
+        methods: [POST]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-ghost
+  namespace: default
+spec:
+  selector:
+    matchLabels: {app: ghost}
+  rules:
+  - from:
+    - source:
+        namespaces: [default]
+";
+
+/// (code, level, resource, message) of each finding of an `analyze -o json` answer.
+fn findings(v: &Value) -> Vec<(String, String, String, String)> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            (s("code"), s("level"), s("resource"), s("message"))
+        })
+        .collect()
+}
+
+fn check_and_analyze_live(mesh: &Mesh, seed: &Path) {
+    let files = manifests(seed);
+    let home = mesh.home.path().display().to_string();
+
+    // An allowed and a denied request: the same decision as the manifests give offline, and
+    // the backend's sidecar enforces what the answer was computed on.
+    let allowed: &[&str] = &["--from", "default/frontend", "--to", "svc/backend:80"];
+    let denied: &[&str] = &[
+        "--principal",
+        "cluster.local/ns/default/sa/default",
+        "--to",
+        "svc/backend:80",
+    ];
+    for (args, verdict) in [(allowed, "ALLOW"), (denied, "DENY")] {
+        let live = check_synced(mesh, args);
+        let offline = check(mesh, args, Some(&files));
+        assert_eq!(live["verdict"], verdict, "{live}");
+        assert_eq!(
+            decision(&live),
+            decision(&offline),
+            "live {live}\noffline {offline}"
+        );
+        // The running mesh knows the pods; the manifests, the Deployment.
+        assert_eq!(live["destination"], "default/backend-0", "{live}");
+        assert_eq!(offline["destination"], "default/backend", "{offline}");
+        let sidecar = &live["live"]["sidecar"];
+        assert_eq!(sidecar["state"], "SYNCED", "{live}");
+        assert_eq!(sidecar["warning"], Value::Null, "{live}");
+        assert_eq!(sidecar["proxies"][0]["status"], "CONNECTED", "{live}");
+    }
+    let mut args = vec!["check"];
+    args.extend(allowed);
+    let table = text(mesh, &args);
+    assert!(!table.contains("WARNING"), "{table}");
+    redacted(
+        "live-check-allowed-seed-000",
+        &table.replace(&home, "[HOME]"),
+    );
+
+    // Analyze: the running mesh has nothing to report, as the manifests have not.
+    let live = json(mesh, &["analyze", "-o", "json"]);
+    let mut args = vec!["analyze", "-o", "json", "-f"];
+    args.extend(files.iter().map(String::as_str));
+    let offline = json(mesh, &args);
+    assert_eq!(findings(&live), findings(&offline), "{live}\n{offline}");
+
+    // Applied: live check reflects the DENY at once, and the sidecar enforces it once SYNCED.
+    let scratch = tempfile::tempdir().unwrap();
+    let applied: PathBuf = scratch.path().join("applied.yaml");
+    std::fs::write(&applied, APPLIED).unwrap();
+    mesh.apply(std::slice::from_ref(&applied));
+    let applied = applied.display().to_string();
+    let post: &[&str] = &[
+        "--from",
+        "default/frontend",
+        "--to",
+        "svc/backend:80",
+        "--method",
+        "POST",
+    ];
+    let live = check_synced(mesh, post);
+    assert_eq!(live["verdict"], "DENY", "{live}");
+    assert_eq!(
+        live["deciding_policy"], "default/deny-post rule 0",
+        "{live}"
+    );
+    assert_eq!(
+        live["policies"][0]["origin"],
+        format!("{applied}:1 via meshward apply"),
+        "{live}"
+    );
+    assert_eq!(live["live"]["sidecar"]["state"], "SYNCED", "{live}");
+    let mut with_applied = files.clone();
+    with_applied.push(applied.clone());
+    let offline = check(mesh, post, Some(&with_applied));
+    assert_eq!(
+        decision(&live),
+        decision(&offline),
+        "live {live}\noffline {offline}"
+    );
+    // The push follows the store by milliseconds; the answer above may have come first.
+    let mut last = None;
+    let enforced = support::eventually(Duration::from_secs(5), || {
+        let c = mesh.curl(
+            &["exec", "deploy/frontend"],
+            "http://backend/",
+            &["-X", "POST"],
+        );
+        let denied = (c.http.as_str(), c.body.as_str()) == ("403", "RBAC: access denied");
+        last = Some(c);
+        denied
+    });
+    assert!(enforced, "the sidecar enforces what check said: {last:?}");
+    let mut args = vec!["check"];
+    args.extend(post);
+    let table = text(mesh, &args).replace(&home, "[HOME]");
+    redacted(
+        "live-check-applied-deny-seed-000",
+        &table.replace(&scratch.path().display().to_string(), "[DIR]"),
+    );
+
+    // Analyze again: what the files report offline, and the selector that matches no running
+    // pod, on the applied policy.
+    let out = mesh.cmd(&["analyze", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "warnings only");
+    let live: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut args = vec!["analyze", "-o", "json", "-f"];
+    args.extend(with_applied.iter().map(String::as_str));
+    let offline = json(mesh, &args);
+    let live_findings = findings(&live);
+    for f in findings(&offline) {
+        assert!(live_findings.contains(&f), "{f:?} missing live: {live}");
+    }
+    let ghost = live["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "IST0127")
+        .unwrap_or_else(|| panic!("no IST0127 for the selector matching nothing: {live}"));
+    assert_eq!(ghost["resource"], "AuthorizationPolicy default/allow-ghost");
+    assert_eq!(ghost["file"], applied.as_str());
+    assert_eq!(ghost["source"], "applied");
+    let table = text(mesh, &["analyze"]);
+    redacted(
+        "live-analyze-applied-seed-000",
+        &table.replace(&scratch.path().display().to_string(), "[DIR]"),
+    );
 }

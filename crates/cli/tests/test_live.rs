@@ -122,7 +122,41 @@ fn a_wrong_expectation_fails_live() {
     mesh.assert_clean();
 }
 
-/// The whole corpus agrees live (about two and a half minutes on two cores).
+/// Configuration-only cases are judged on the proxies, right and wrong expectations alike: the
+/// modes and client TLS from their `/config_dump`, an undeclared port's mode from the traffic
+/// its sidecar accepts.
+#[test]
+fn configuration_cases_are_judged_on_the_proxies() {
+    let Some(mesh) = Mesh::new() else { return };
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/test_live/configuration.yaml");
+    let out = mesh.cmd(&["test", "--live", "-v", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("8 passed, 4 failed, 0 skipped (live)"),
+        "{text}"
+    );
+    for line in [
+        "live: mtlsMode PERMISSIVE (shop/backend proxy /config_dump)",
+        "live: mtlsMode STRICT (shop/backend proxy /config_dump)",
+        "live: mtlsMode DISABLE on undeclared port 9090 (plaintext: HTTP 200 from the app; mTLS: closed",
+        "live: mtlsMode PERMISSIVE on undeclared port 7070 (plaintext: HTTP 200 from the app; mTLS: HTTP 200 from the app)",
+        "live: mtlsMode STRICT on undeclared port 6060 (plaintext: closed",
+        "live: clientTls ISTIO_MUTUAL (shop/frontend proxy /config_dump)",
+        "live: clientTls DISABLE (shop/frontend proxy /config_dump)",
+        "live: clientTls SIMPLE (shop/frontend proxy /config_dump)",
+        "expected mtlsMode STRICT, got PERMISSIVE (shop/backend proxy /config_dump)",
+        "expected mtlsMode STRICT, got DISABLE on undeclared port 9090",
+        "expected clientTls DISABLE, got ISTIO_MUTUAL (shop/frontend proxy /config_dump)",
+    ] {
+        assert!(text.contains(line), "`{line}` not in:\n{text}");
+    }
+    mesh.assert_clean();
+}
+
+/// The whole corpus agrees live, configuration-only cases included, with nothing skipped
+/// (about two and a half minutes on two cores).
 #[test]
 fn whole_conformance_corpus_agrees_live() {
     let Some(dir) = conformance() else { return };
@@ -134,5 +168,6 @@ fn whole_conformance_corpus_agrees_live() {
         .expect("a summary line");
     assert_eq!(code, Some(0), "{text}");
     assert!(summary.contains(" 0 failed"), "{summary}");
+    assert!(summary.contains(" 0 skipped"), "{summary}");
     mesh.assert_clean();
 }

@@ -10,6 +10,7 @@
 //! | `GET /api/v1/resources` | `?kind=&namespace=` | `{version, items: [{kind, namespace, name, origin, line, source, object}]}` |
 //! | `GET /api/v1/workloads` | `?namespace=` | the mesh's workloads: identity, address, labels |
 //! | `GET /api/v1/describe` | `?subject=pod\|workload&namespace=&name=` | 200 the workload's description (`meshward_policy::describe::Description`); 404 `{errors}` |
+//! | `GET /api/v1/snapshot` | | the store's current version as source documents, with who wrote each and the JWKS proxies receive ([`StoreSnapshot`]); what `meshward check` and `meshward analyze` compute on without `-f` |
 //! | `GET /api/v1/proxies` | | every proxy stream: connected, versions sent and ACKed, last NACK, the certificate it holds |
 //! | `GET /api/v1/jwks` | | each `jwksUri` and its fetch state |
 //! | `POST /api/v1/tokens` | `{"namespace", "serviceAccount"}` | `{token, identity}`: a bootstrap token for the CA |
@@ -34,6 +35,10 @@ use serde_json::{Value, json};
 use crate::jwks::JwksCache;
 use crate::push::ProxyRegistry;
 use crate::store::{InputFile, Source, Store, StoreError, StoreKey};
+
+mod snapshot;
+
+pub use snapshot::{SnapshotDocument, SnapshotJwks, StoreSnapshot, WrittenBy};
 
 /// Everything the admin API reads and changes.
 #[derive(Clone)]
@@ -88,6 +93,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/resources", get(resources))
         .route("/api/v1/workloads", get(workloads))
         .route("/api/v1/describe", get(describe))
+        .route("/api/v1/snapshot", get(store_snapshot))
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/jwks", get(jwks))
         .route("/api/v1/tokens", post(tokens))
@@ -328,6 +334,14 @@ async fn describe(State(state): State<AdminState>, Query(query): Query<DescribeQ
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// The store as documents; `meshward check` and `meshward analyze` run `meshward-policy` on it
+/// in the CLI, as they do on files.
+async fn store_snapshot(State(state): State<AdminState>) -> Json<StoreSnapshot> {
+    let current = state.store.current();
+    let jwks = state.jwks.clone();
+    Json(StoreSnapshot::of(&current, &|uri: &str| jwks.lookup(uri)))
 }
 
 async fn proxies(State(state): State<AdminState>) -> Json<Value> {

@@ -73,6 +73,9 @@ pub struct ControlPlaneOptions {
     pub jwks: JwksOptions,
     /// How often watched files are checked.
     pub poll_interval: Duration,
+    /// Where the store is recorded (see [`crate::store::persist`]); `None` keeps it in memory,
+    /// so what `meshward apply|delete` changed is lost with the process.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ControlPlaneOptions {
@@ -87,6 +90,7 @@ impl ControlPlaneOptions {
             bootstrap_tokens: None,
             jwks: JwksOptions::default(),
             poll_interval: DEFAULT_POLL_INTERVAL,
+            state_dir: None,
         }
     }
 }
@@ -125,6 +129,9 @@ pub enum StartError {
     /// TLS cannot be configured.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The recorded store cannot be restored, or its directory cannot be used.
+    #[error(transparent)]
+    State(#[from] crate::store::StateDirError),
 }
 
 /// A running control plane.
@@ -155,11 +162,17 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Loads the CA and the configuration, binds both listeners and starts serving. Invalid
-    /// configuration files are logged and left out (the store starts from what is valid, as
-    /// later changes do); the CA and the listeners must work.
+    /// Restores the recorded store (with a state directory), loads the CA and the configuration
+    /// files, binds both listeners and starts serving. Invalid configuration files are logged
+    /// and left out (the store keeps what it had of them, as later changes do); the recorded
+    /// store, the CA and the listeners must work.
     pub async fn start(options: ControlPlaneOptions) -> Result<Self, StartError> {
         let trust_domain = TrustDomain::sanitized(&options.trust_domain)?;
+        // First: a state file that cannot be restored stops the start before anything listens.
+        let store = match &options.state_dir {
+            Some(dir) => Store::open(dir)?,
+            None => Store::new(),
+        };
         let ca = load_ca(&options.ca_dir, &trust_domain)?;
         let identity = SpiffeId::new(
             trust_domain.clone(),
@@ -182,7 +195,6 @@ impl ControlPlane {
             None => BootstrapTokens::new(),
         }));
 
-        let store = Store::new();
         for path in &options.config_paths {
             match sources::load(&store, path) {
                 Ok(outcome) => {

@@ -1,9 +1,11 @@
 //! Configuration files and folders, watched: each path given to `meshward control-plane
-//! --config` is one [`Source::Path`] of the store, holding exactly the resources its files
-//! contain. Files are polled (every 200 ms by default: cheap for the few hundred manifests of a
-//! mesh, and within the one-second propagation budget); a change re-reads every file of the path
-//! and replaces the source in the store as one change, refused as a whole if any file is
-//! invalid, in which case the last good configuration stays in force.
+//! --config` is one [`Source::Path`] of the store. Files are polled (every 200 ms by default:
+//! cheap for the few hundred manifests of a mesh, and within the one-second propagation budget);
+//! a change re-reads every file of the path and loads it into the store as one change, refused
+//! as a whole if any file is invalid, in which case the last good configuration stays in force.
+//! A reload writes what the path added, edited or dropped since it was last loaded, and leaves
+//! what it holds unchanged as `meshward apply|delete` may have made it since (the most recent
+//! write of a resource wins; see "Precedence" in [`crate::store`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -11,26 +11,52 @@
 //! is refused with every error (file, line, column, field) and the current version stays in
 //! force. A change that alters nothing does not make a new version.
 //!
-//! Two kinds of writers feed it: watched files and folders ([`Source::Path`], each owning the
-//! resources it last contained) and the admin API ([`Source::Api`], `meshward apply|delete`).
+//! Two kinds of writers feed it: watched files and folders ([`Source::Path`]) and the admin API
+//! ([`Source::Api`], `meshward apply|delete`).
+//!
+//! ## Precedence: the most recent write of a resource wins
+//!
+//! As with `kubectl apply` against one API server, a resource is whatever was last written to
+//! it, by whichever writer. A file reload is a write only of what the file *changed*, because
+//! the store remembers what each watched path contained when it was last loaded (its view):
+//! - a resource the file adds, or whose content it edits, is written from the file, even over an
+//!   earlier `meshward apply` or `delete` of it (the edit is the later write);
+//! - a resource the file still holds unchanged is left alone: a reload caused by an edit
+//!   elsewhere in the folder, or by a restart, does not undo an `apply` or `delete` made since;
+//! - a resource the file no longer holds is removed only while the file is still its writer: a
+//!   resource `meshward apply` wrote since belongs to the API, and removing the file's old copy
+//!   of it says nothing about the applied one.
+//!
+//! Reformatting a file (same content, other lines) re-points the resources the file still owns
+//! at their new lines, and is otherwise not a change.
+//!
+//! ## Persistence
+//!
+//! A store opened with [`Store::open`] records every accepted change in a state directory
+//! before publishing it (see [`persist`]), and starts from what that directory holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use meshward_api::protocol::proto::Document;
 use meshward_api::protocol::{load_document, split_documents};
 use meshward_api::{LoadReport, LoadedResource, LoadedTest};
 use meshward_policy::Mesh;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
+
+pub mod persist;
+
+use persist::StateDir;
+pub use persist::StateDirError;
 
 /// Kind, namespace and name of a stored resource. PolicyTest documents (which may declare
 /// `workloads`, `services` and `meshConfig`, as the proxy's local mode reads them) are stored
 /// under the kind `PolicyTest`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StoreKey {
     /// `AuthorizationPolicy`, `Service`, …, or `PolicyTest`.
     pub kind: String,
@@ -51,7 +77,7 @@ impl fmt::Display for StoreKey {
 }
 
 /// Who wrote an entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Source {
     /// A watched file or folder.
@@ -100,6 +126,14 @@ pub struct StoreState {
 }
 
 impl StoreState {
+    fn empty() -> Self {
+        Self {
+            version: 0,
+            entries: Arc::new(Vec::new()),
+            mesh: Arc::new(Mesh::default()),
+        }
+    }
+
     /// The resources and declarations as a load report (what `mesh_from_report` reads).
     pub fn report(&self) -> LoadReport {
         report_of(&self.entries)
@@ -122,13 +156,17 @@ pub enum StoreError {
     /// Documents with errors: each line names file, line, column, resource and field.
     #[error("the configuration was refused; the last good version stays in force:\n{}", .0.join("\n"))]
     Invalid(Vec<String>),
+    /// The change could not be recorded in the state directory, so it was not made.
+    #[error("the change was not made: {0}")]
+    Unrecorded(#[from] StateDirError),
 }
 
 impl StoreError {
     /// The error lines.
-    pub fn lines(&self) -> &[String] {
+    pub fn lines(&self) -> Vec<String> {
         match self {
-            StoreError::Invalid(lines) => lines,
+            StoreError::Invalid(lines) => lines.clone(),
+            StoreError::Unrecorded(_) => vec![self.to_string()],
         }
     }
 }
@@ -168,12 +206,24 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    /// Serialises writers; readers use the watch channel.
-    write: Mutex<()>,
+    /// Serialises writers and holds what only writers use; readers use the watch channel.
+    write: Mutex<Writer>,
     current: watch::Sender<Arc<StoreState>>,
 }
 
+/// What each watched source contained when it was last loaded: resource → its fields.
+pub(crate) type Views = BTreeMap<Source, BTreeMap<StoreKey, Value>>;
+
+#[derive(Debug, Default)]
+struct Writer {
+    /// See "Precedence" in the module docs.
+    views: Views,
+    /// Where changes are recorded; `None` keeps the store in memory only.
+    state_dir: Option<StateDir>,
+}
+
 /// Entries read from some input files, or why they are unusable.
+#[derive(Default)]
 struct Parsed {
     entries: Vec<Entry>,
     errors: Vec<String>,
@@ -188,20 +238,80 @@ impl Default for Store {
 }
 
 impl Store {
-    /// An empty store at version 0.
+    /// An empty store at version 0, in memory only.
     pub fn new() -> Self {
-        let empty = StoreState {
-            version: 0,
-            entries: Arc::new(Vec::new()),
-            mesh: Arc::new(Mesh::default()),
+        Self::with(StoreState::empty(), Writer::default())
+    }
+
+    /// The store recorded in `dir` (created and empty at version 0 if it holds none), which
+    /// records every later change there before publishing it. Fails, naming the file and what is
+    /// wrong, if the recorded store cannot be restored whole, or if another process uses `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StateDirError> {
+        let (state_dir, snapshot) = StateDir::open(dir)?;
+        let Some(snapshot) = snapshot else {
+            let writer = Writer {
+                views: Views::new(),
+                state_dir: Some(state_dir),
+            };
+            return Ok(Self::with(StoreState::empty(), writer));
         };
-        let (current, _) = watch::channel(Arc::new(empty));
+        let version = snapshot.version;
+        let file = state_dir.file().to_owned();
+        let (entries, views) = persist::restore(snapshot, &file)?;
+        let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
+        let mesh =
+            meshward_policy::declared::mesh_from_report(&report_of(&entries)).map_err(|e| {
+                StateDirError::Unloadable {
+                    file: file.clone(),
+                    detail: format!("the restored resources do not build a mesh: {e}"),
+                }
+            })?;
+        tracing::info!(
+            file = %file.display(),
+            version,
+            resources = entries.len(),
+            "configuration store restored"
+        );
+        let state = StoreState {
+            version,
+            entries: Arc::new(entries),
+            mesh: Arc::new(mesh),
+        };
+        Ok(Self::with(
+            state,
+            Writer {
+                views,
+                state_dir: Some(state_dir),
+            },
+        ))
+    }
+
+    fn with(state: StoreState, writer: Writer) -> Self {
+        let (current, _) = watch::channel(Arc::new(state));
         Self {
             inner: Arc::new(Inner {
-                write: Mutex::new(()),
+                write: Mutex::new(writer),
                 current,
             }),
         }
+    }
+
+    /// The state file changes are recorded in, if any.
+    pub fn state_file(&self) -> Option<PathBuf> {
+        self.writer()
+            .state_dir
+            .as_ref()
+            .map(|d| d.file().to_owned())
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // A poisoned lock only means another writer panicked; the published state is still whole
+        // (it is replaced atomically) and views change only together with it, so writing can go
+        // on.
+        self.inner
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current version.
@@ -226,11 +336,12 @@ impl Store {
             warnings,
             ..
         } = parsed;
-        self.commit(|entries| upsert(entries, new), skipped, warnings)
+        self.commit(|entries, _| upsert(entries, new), skipped, warnings)
     }
 
-    /// Makes `source` hold exactly the resources of `files`: its entries that are no longer there
-    /// are removed (a watched folder whose file was deleted or edited).
+    /// Loads the current content of the watched source `source` (all its files): what it adds
+    /// or edits is written, what it no longer holds and still owns is removed, what it holds
+    /// unchanged is left as the last writer made it (see "Precedence" in the module docs).
     pub fn replace_source(
         &self,
         source: Source,
@@ -247,18 +358,34 @@ impl Store {
             ..
         } = parsed;
         self.commit(
-            |entries| {
-                let keep: std::collections::HashSet<StoreKey> =
-                    new.iter().map(|e| e.key.clone()).collect();
+            |entries, views| {
+                let before = views.remove(&source).unwrap_or_default();
+                // The later document wins when one key appears twice, as in `upsert`.
+                let view: BTreeMap<StoreKey, Value> = new
+                    .iter()
+                    .map(|e| (e.key.clone(), e.object.clone()))
+                    .collect();
                 let mut changes = Vec::new();
                 entries.retain(|e| {
-                    let gone = e.source == source && !keep.contains(&e.key);
+                    let gone = e.source == source && !view.contains_key(&e.key);
                     if gone {
                         changes.push((e.key.clone(), Action::Deleted));
                     }
                     !gone
                 });
-                changes.extend(upsert(entries, new));
+                let owned: HashSet<StoreKey> = entries
+                    .iter()
+                    .filter(|e| e.source == source)
+                    .map(|e| e.key.clone())
+                    .collect();
+                // Owned resources are always refreshed (their lines may have moved); others
+                // only when the file added or edited them since it was last loaded.
+                let written: Vec<Entry> = new
+                    .into_iter()
+                    .filter(|e| owned.contains(&e.key) || before.get(&e.key) != Some(&e.object))
+                    .collect();
+                changes.extend(upsert(entries, written));
+                views.insert(source, view);
                 changes
             },
             skipped,
@@ -297,7 +424,7 @@ impl Store {
     /// Removes `keys`; keys not in the store are reported as not found by omission.
     pub fn delete(&self, keys: &[StoreKey]) -> Result<ChangeOutcome, StoreError> {
         self.commit(
-            |entries| {
+            |entries, _| {
                 let mut changes = Vec::new();
                 entries.retain(|e| {
                     let gone = keys.contains(&e.key);
@@ -313,24 +440,21 @@ impl Store {
         )
     }
 
-    /// Applies `change` to a copy of the entries, validates the result, and publishes it as the
-    /// next version if anything changed.
+    /// Applies `change` to a copy of the entries and views, validates the result, records it
+    /// (with a state directory) and publishes it as the next version if any entry changed.
+    /// Nothing is published that was not recorded first: a change the state directory cannot
+    /// take is refused.
     fn commit(
         &self,
-        change: impl FnOnce(&mut Vec<Arc<Entry>>) -> Vec<(StoreKey, Action)>,
+        change: impl FnOnce(&mut Vec<Arc<Entry>>, &mut Views) -> Vec<(StoreKey, Action)>,
         skipped: Vec<String>,
         warnings: Vec<String>,
     ) -> Result<ChangeOutcome, StoreError> {
-        // A poisoned lock only means another writer panicked; the published state is still whole
-        // (it is replaced atomically), so writing can go on.
-        let _guard = self
-            .inner
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut writer = self.writer();
         let current = self.current();
         let mut entries: Vec<Arc<Entry>> = current.entries.as_ref().clone();
-        let changes = change(&mut entries);
+        let mut views = writer.views.clone();
+        let changes = change(&mut entries, &mut views);
         let outcome = |version| ChangeOutcome {
             version,
             changes: changes.clone(),
@@ -338,6 +462,18 @@ impl Store {
             warnings: warnings.clone(),
         };
         if changes.iter().all(|(_, a)| *a == Action::Unchanged) {
+            // The served configuration is the same; a source's view may still have moved on
+            // (it no longer holds a resource the API owns), which the next reload compares to.
+            if views != writer.views {
+                if let Some(dir) = &writer.state_dir {
+                    dir.save(&persist::snapshot(
+                        current.version,
+                        &current.entries,
+                        &views,
+                    ))?;
+                }
+                writer.views = views;
+            }
             return Ok(outcome(current.version));
         }
         let report = report_of(&entries);
@@ -348,6 +484,10 @@ impl Store {
             entries: Arc::new(entries),
             mesh: Arc::new(mesh),
         };
+        if let Some(dir) = &writer.state_dir {
+            dir.save(&persist::snapshot(next.version, &next.entries, &views))?;
+        }
+        writer.views = views;
         let version = next.version;
         self.inner.current.send_replace(Arc::new(next));
         tracing::info!(
@@ -406,12 +546,7 @@ fn same_content(old: &Entry, new: &Entry) -> bool {
 }
 
 fn parse_files(source: &Source, files: &[InputFile]) -> Parsed {
-    let mut parsed = Parsed {
-        entries: Vec::new(),
-        errors: Vec::new(),
-        skipped: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut parsed = Parsed::default();
     for file in files {
         for doc in split_documents(&file.text) {
             let document = Document {
@@ -420,51 +555,62 @@ fn parse_files(source: &Source, files: &[InputFile]) -> Parsed {
                 text: doc.text,
                 item: String::new(),
             };
-            let report = load_document(&document);
-            for d in &report.diagnostics {
-                if d.is_error() {
-                    parsed.errors.push(d.to_string());
-                } else {
-                    parsed.warnings.push(d.to_string());
-                }
-            }
-            for s in &report.skipped {
-                parsed.skipped.push(format!("{} {}", s.kind, s.name));
-            }
-            if report.has_errors() {
-                continue;
-            }
-            let object = document_object(&document);
-            for resource in report.resources {
-                let item = resource.origin.base.as_str().to_owned();
-                let object = if item.is_empty() {
-                    object.clone()
-                } else {
-                    item_object(&object, &item)
-                };
-                parsed.entries.push(Entry {
-                    key: key_of_resource(&resource.resource),
-                    source: source.clone(),
-                    document: Document {
-                        item,
-                        ..document.clone()
-                    },
-                    content: Content::Resource(resource),
-                    object,
-                });
-            }
-            for test in report.tests {
-                parsed.entries.push(Entry {
-                    key: key_of_test(&test),
-                    source: source.clone(),
-                    document: document.clone(),
-                    content: Content::Test(Box::new(test)),
-                    object: object.clone(),
-                });
-            }
+            parse_into(source, &document, &mut parsed);
         }
     }
     parsed
+}
+
+/// The entries of one document (a document naming a List `item` gives that item's only).
+fn parse_document(source: &Source, document: &Document) -> Parsed {
+    let mut parsed = Parsed::default();
+    parse_into(source, document, &mut parsed);
+    parsed
+}
+
+fn parse_into(source: &Source, document: &Document, parsed: &mut Parsed) {
+    let report = load_document(document);
+    for d in &report.diagnostics {
+        if d.is_error() {
+            parsed.errors.push(d.to_string());
+        } else {
+            parsed.warnings.push(d.to_string());
+        }
+    }
+    for s in &report.skipped {
+        parsed.skipped.push(format!("{} {}", s.kind, s.name));
+    }
+    if report.has_errors() {
+        return;
+    }
+    let object = document_object(document);
+    for resource in report.resources {
+        let item = resource.origin.base.as_str().to_owned();
+        let object = if item.is_empty() {
+            object.clone()
+        } else {
+            item_object(&object, &item)
+        };
+        parsed.entries.push(Entry {
+            key: key_of_resource(&resource.resource),
+            source: source.clone(),
+            document: Document {
+                item,
+                ..document.clone()
+            },
+            content: Content::Resource(resource),
+            object,
+        });
+    }
+    for test in report.tests {
+        parsed.entries.push(Entry {
+            key: key_of_test(&test),
+            source: source.clone(),
+            document: document.clone(),
+            content: Content::Test(Box::new(test)),
+            object: object.clone(),
+        });
+    }
 }
 
 /// The document as JSON (already known to parse).

@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod config;
 pub mod control;
+pub mod forwarder;
 pub mod inbound;
 pub mod observe;
 pub mod outbound;
@@ -17,3 +18,4 @@ mod request_id;
 pub mod run;
 pub mod state;
 pub mod telemetry;
+pub mod wire;

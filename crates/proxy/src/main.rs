@@ -1,6 +1,13 @@
 //! `meshward-proxy`: the sidecar binary. Local mode: configuration from files (the same
 //! manifests `meshward check` reads), certificates from `meshward ca issue` files or a CA
 //! directory. Control-plane mode (`--control-plane`): both from `meshward control-plane`.
+//! `--plain-forwarder`: no identity, only an explicit HTTP proxy that sends plaintext (the
+//! stand-in for a pod without sidecar where there is no traffic capture, see
+//! [`meshward_proxy::forwarder`]).
+//!
+//! For hosts without traffic capture or privileges (the local mesh's loopback mode),
+//! `--port-shift N` serves and dials ports below 1024 at port + N, and `--outbound-bind IP`
+//! makes outbound connections leave from the pod's address (see [`meshward_proxy::wire`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +16,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use meshward_proxy::control::ControlOptions;
+use meshward_proxy::forwarder::{ForwarderOptions, run_forwarder};
 use meshward_proxy::run::{CertOrigin, InboundOption, ProxyOptions, run};
+use meshward_proxy::wire::{PortShift, SourceBind};
 
 /// The meshward sidecar: mTLS, PeerAuthentication, authorization and JWT on a workload's traffic.
 #[derive(Debug, Parser)]
@@ -66,6 +75,25 @@ struct Args {
     /// Admin server (/ready, /stats/prometheus, /config_dump, /certs).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
+    /// Serve and dial every port below 1024 at port + N on the wire (inbound listeners, the
+    /// application, mesh endpoints), for hosts where the proxy and the application cannot bind
+    /// privileged ports. Policies, routes and logs keep the declared port. N ≥ 1024.
+    #[arg(long, value_name = "N")]
+    port_shift: Option<PortShift>,
+    /// Bind outbound connections to this local address (the pod's), so their destination sees
+    /// it as the source; used only towards destinations it can reach (a loopback address only
+    /// towards loopback destinations).
+    #[arg(long, value_name = "IP")]
+    outbound_bind: Option<IpAddr>,
+    /// Run as the plain forwarder of a pod without sidecar: no identity, no inbound side, only
+    /// the explicit HTTP proxy (`--http-proxy`, required), sending plaintext; an upstream that
+    /// closes without answering resets the client's connection. Configuration from `-f`.
+    #[arg(
+        long,
+        requires = "http_proxy",
+        conflicts_with_all = ["control_plane", "cert_dir", "ca_dir", "inbound_capture", "outbound_capture"]
+    )]
+    plain_forwarder: bool,
     /// Log lines as JSON.
     #[arg(long)]
     log_json: bool,
@@ -95,6 +123,23 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    let port_shift = args.port_shift.unwrap_or(PortShift::NONE);
+    let outbound_bind = args.outbound_bind.map(SourceBind::new).unwrap_or_default();
+    if args.plain_forwarder {
+        let Some(http_proxy) = args.http_proxy else {
+            eprintln!("error: --plain-forwarder needs --http-proxy ADDR");
+            return ExitCode::from(2);
+        };
+        let options = ForwarderOptions {
+            workload: (namespace.to_owned(), name.to_owned()),
+            files: args.files,
+            http_proxy,
+            admin: args.admin,
+            port_shift,
+            outbound_bind,
+        };
+        return block_on(args.concurrency, run_forwarder(options, shutdown_signal()));
+    }
     let control = match (&args.control_plane, &args.ca_root) {
         (Some(address), Some(root)) => {
             let mut options = ControlOptions::new(address.clone(), root.clone());
@@ -137,15 +182,25 @@ fn main() -> ExitCode {
         outbound_capture: args.outbound_capture,
         admin: args.admin,
         control,
+        port_shift,
+        outbound_bind,
     };
-    let runtime = match build_runtime(args.concurrency) {
+    block_on(args.concurrency, run(options, shutdown_signal()))
+}
+
+/// Runs `proxy` to completion on a runtime of `concurrency` workers.
+fn block_on(
+    concurrency: usize,
+    proxy: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let runtime = match build_runtime(concurrency) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(options, shutdown_signal())) {
+    match runtime.block_on(proxy) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

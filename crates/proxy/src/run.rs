@@ -19,6 +19,7 @@ use crate::observe::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundConfig};
 use crate::state::{ProxyState, StateHandle};
 use crate::telemetry::Telemetry;
+use crate::wire::{PortShift, SourceBind};
 
 mod dump;
 
@@ -68,6 +69,10 @@ pub struct ProxyOptions {
     pub admin: SocketAddr,
     /// Configuration and certificate from a control plane instead of `files` and `certs`.
     pub control: Option<crate::control::ControlOptions>,
+    /// Where the workload's ports below 1024 are served and dialled (see [`crate::wire`]).
+    pub port_shift: PortShift,
+    /// The local address outbound connections leave from.
+    pub outbound_bind: SourceBind,
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains.
@@ -171,6 +176,7 @@ pub async fn run(
         AppTarget::on_host(options.app_host),
         mode,
     )
+    .with_port_shift(options.port_shift)
     .with_handshake_counts(metrics.tls_handshakes())
     .with_events(match &control {
         // A token with an unknown `kid` asks the control plane for a fresh JWKS.
@@ -192,6 +198,8 @@ pub async fn run(
     outbound_config.transparent_addr = options.outbound_capture;
     outbound_config.event_sink = telemetry.outbound_sink();
     outbound_config.handshakes = metrics.tls_handshakes();
+    outbound_config.port_shift = options.port_shift;
+    outbound_config.source = options.outbound_bind;
     let outbound = Outbound::new(outbound_config).bind().await?;
     if let Some(addr) = outbound.http_proxy_addr() {
         tracing::info!(%addr, "outbound HTTP proxy");

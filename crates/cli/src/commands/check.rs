@@ -1,28 +1,38 @@
 //! `meshward check`: one decision with its full trace — the answer to "why was my request
 //! denied?".
+//!
+//! With `-f` it decides on files; without, on the running control plane's configuration (see
+//! [`super::config_source`]). Both run `meshward_policy`'s [`Mesh::evaluate`] on the same kind
+//! of load report, so the live answer is the offline answer for the configuration in force. A
+//! live answer also says whether the destination's sidecar has ACKed that configuration
+//! ([`sidecar`]): when it has not, the proxy may still enforce something else.
+
+mod sidecar;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use meshward_api::load_paths;
-use meshward_policy::authz::{PolicyTrace, RuleOutcome};
-use meshward_policy::flow::Transport;
-use meshward_policy::{Client, HttpRequest, Outcome, Target, Traffic, Verdict};
-use serde::Serialize;
+use meshward_api::{LoadReport, Resource};
+use meshward_policy::{Client, HttpRequest, Mesh, Target, Traffic};
 
+use super::config_source::Configuration;
+use super::control_api::ControlPlaneUrl;
 use crate::commands::validate::print_diagnostic;
-use crate::output::{Format, paint, print_structured};
+use crate::output::{Format, print_structured};
+use view::LiveView;
 
 /// `meshward check` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CheckArgs {
     /// Files or folders of manifests (Istio resources, Kubernetes workloads, PolicyTests whose
-    /// workloads and services join the inventory).
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    /// workloads and services join the inventory); without, the running control plane's
+    /// configuration is checked.
+    #[arg(short = 'f', long = "filename", num_args = 1..)]
     files: Vec<PathBuf>,
-    /// The client workload, `NS/NAME`.
+    /// The client workload, `NS/NAME` (a Deployment or one of its pods).
     #[arg(long, group = "client")]
     from: Option<String>,
     /// A client presenting a mesh certificate with this principal (`td/ns/NS/sa/SA`).
@@ -55,6 +65,8 @@ pub(crate) struct CheckArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Format,
+    #[command(flatten)]
+    control_plane: ControlPlaneUrl,
 }
 
 fn parse_target(to: &str) -> anyhow::Result<Target> {
@@ -76,169 +88,68 @@ fn parse_target(to: &str) -> anyhow::Result<Target> {
     })
 }
 
-#[derive(Serialize)]
-struct CheckView {
-    verdict: &'static str,
-    reason: String,
-    destination: String,
-    port: u16,
-    protocol: &'static str,
-    transport: String,
-    client_tls: Option<String>,
-    server_mtls: Option<&'static str>,
-    jwt: Option<String>,
-    deciding_policy: Option<String>,
-    response: Option<String>,
-    policies: Vec<PolicyView>,
-}
-
-#[derive(Serialize)]
-struct PolicyView {
-    policy: String,
-    action: &'static str,
-    dry_run: bool,
-    rules: Vec<RuleView>,
-    notes: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct RuleView {
-    rule: usize,
-    result: &'static str,
-    detail: Option<String>,
-}
-
-fn view(o: &Outcome) -> CheckView {
-    CheckView {
-        verdict: o.verdict.as_str(),
-        reason: o.reason.clone(),
-        destination: o.destination.clone(),
-        port: o.port,
-        protocol: if o.is_http { "HTTP" } else { "TCP" },
-        transport: match &o.transport {
-            Transport::Mtls { peer } => format!("mTLS from {peer}"),
-            Transport::OtherTls(m) => format!("{} TLS", m.as_str()),
-            Transport::Plaintext => "plaintext".to_owned(),
-        },
-        client_tls: o
-            .client_tls
-            .as_ref()
-            .map(|t| format!("{} ({:?})", t.mode.as_str(), t.source)),
-        server_mtls: o.server_mtls.map(|m| m.as_str()),
-        jwt: o.jwt.as_ref().map(|j| j.summary.clone()),
-        deciding_policy: o.authz.as_ref().and_then(|a| match &a.reason {
-            meshward_policy::authz::AuthzReason::DeniedBy(r)
-            | meshward_policy::authz::AuthzReason::AllowedBy(r) => Some(r.to_string()),
-            meshward_policy::authz::AuthzReason::CustomDenied { rule, .. } => {
-                Some(rule.to_string())
-            }
-            _ => None,
-        }),
-        response: response_line(o),
-        policies: o.trace.iter().map(policy_view).collect(),
-    }
-}
-
-fn response_line(o: &Outcome) -> Option<String> {
-    Some(match o.verdict {
-        Verdict::Allow => return None,
-        Verdict::Deny if o.is_http => "HTTP 403 `RBAC: access denied`".to_owned(),
-        Verdict::Deny => "TCP connection closed without data".to_owned(),
-        Verdict::Reject if o.client_tls.is_some() => {
-            "the client sidecar answers 503 (upstream connect error or disconnect/reset before headers)"
-                .to_owned()
-        }
-        Verdict::Reject => "connection reset by peer (curl exit 56)".to_owned(),
-        Verdict::Unauthenticated => format!(
-            "HTTP {} `{}`",
-            o.jwt.as_ref().and_then(|j| j.status).unwrap_or(401),
-            o.jwt
-                .as_ref()
-                .map(|j| j.summary.as_str())
-                .unwrap_or_default()
-        ),
-        Verdict::BadRequest => "HTTP 400".to_owned(),
-    })
-}
-
-fn policy_view(p: &PolicyTrace) -> PolicyView {
-    PolicyView {
-        policy: p.policy.to_string(),
-        action: p.action.as_str(),
-        dry_run: p.dry_run,
-        rules: p
-            .rules
-            .iter()
-            .map(|r| match &r.outcome {
-                RuleOutcome::Matched => RuleView {
-                    rule: r.index,
-                    result: "matched",
-                    detail: None,
-                },
-                RuleOutcome::NotMatched(why) => RuleView {
-                    rule: r.index,
-                    result: "no match",
-                    detail: Some(why.clone()),
-                },
-                RuleOutcome::Skipped(why) => RuleView {
-                    rule: r.index,
-                    result: "skipped",
-                    detail: Some(why.clone()),
-                },
-            })
-            .collect(),
-        notes: p.notes.clone(),
-    }
-}
-
-fn print_table(v: &CheckView) {
-    let verdict = match v.verdict {
-        "ALLOW" => paint(v.verdict, "32"),
-        _ => paint(v.verdict, "31"),
+/// The workload an `NS/NAME` given to `--from` or `--to` means, and how it was resolved when it
+/// is not a workload's own name. Files know Deployments and a running mesh knows their pods, so
+/// a name valid for one is accepted by the other, as `describe pod` accepts it: a Deployment
+/// stands for its first replica `<name>-<n>`, and a replica `<deployment>-<suffix>` for its
+/// Deployment (replicas share labels and identity, so the decision is the same).
+fn resolve_workload(mesh: &Mesh, report: &LoadReport, key: &str) -> (String, Option<String>) {
+    let Some((namespace, name)) = key.split_once('/') else {
+        return (key.to_owned(), None);
     };
-    println!("{verdict}: {}", v.reason);
-    println!(
-        "  destination:  {} port {} ({})",
-        v.destination, v.port, v.protocol
-    );
-    println!("  transport:    {}", v.transport);
-    if let Some(t) = &v.client_tls {
-        println!("  client TLS:   {t}");
+    let inventory = &mesh.inventory;
+    if inventory.workload(namespace, name).is_some() {
+        return (key.to_owned(), None);
     }
-    if let Some(m) = v.server_mtls {
-        println!("  server mTLS:  {m}");
+    let in_namespace = || {
+        inventory
+            .workloads
+            .iter()
+            .filter(|w| w.namespace == namespace)
+    };
+    let first_replica = in_namespace()
+        .filter_map(|w| {
+            let n: u32 = w.name.strip_prefix(name)?.strip_prefix('-')?.parse().ok()?;
+            Some((n, w))
+        })
+        .min_by_key(|(n, _)| *n);
+    if let Some((_, w)) = first_replica {
+        let resolved = w.key();
+        let note = format!(
+            "{key} stands for its pod {resolved} (a Deployment's replicas share labels and identity)"
+        );
+        return (resolved, Some(note));
     }
-    if let Some(j) = &v.jwt {
-        println!("  JWT:          {j}");
-    }
-    if let Some(r) = &v.response {
-        println!("  response:     {r}");
-    }
-    if v.policies.is_empty() {
-        println!("  policies:     none evaluated");
-        return;
-    }
-    println!("  policies (evaluation order):");
-    for p in &v.policies {
-        let dry = if p.dry_run { " (dry-run)" } else { "" };
-        println!("    {} {}{dry}", p.action, p.policy);
-        if p.rules.is_empty() {
-            println!("      (no rules: matches nothing)");
+    let owner = in_namespace()
+        .filter(|w| {
+            report.resources.iter().any(|r| {
+                matches!(&r.resource, Resource::Deployment(d)
+                    if d.metadata.namespace() == namespace && d.metadata.name() == w.name)
+            })
+        })
+        .filter(|w| {
+            name.strip_prefix(w.name.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|suffix| !suffix.is_empty())
+        })
+        .max_by_key(|w| w.name.len());
+    match owner {
+        Some(w) => {
+            let resolved = w.key();
+            let note = format!("{key} stands for its Deployment {resolved}");
+            (resolved, Some(note))
         }
-        for r in &p.rules {
-            match &r.detail {
-                Some(d) => println!("      rule {}: {}: {d}", r.rule, r.result),
-                None => println!("      rule {}: {}", r.rule, r.result),
-            }
-        }
-        for n in &p.notes {
-            println!("      note: {n}");
-        }
+        None => (key.to_owned(), None),
     }
 }
 
 pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let report = load_paths(&args.files)?;
+    let config = if args.files.is_empty() {
+        Configuration::live(&args.control_plane, true)?
+    } else {
+        Configuration::files(&args.files)?
+    };
+    let report = &config.report;
     for d in &report.diagnostics {
         print_diagnostic(d);
     }
@@ -247,9 +158,15 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     // Workloads and services declared in PolicyTests join the inventory, so a test file can be
     // explored case by case.
-    let mesh = meshward_policy::declared::mesh_from_report(&report)?;
+    let mesh = meshward_policy::declared::mesh_from_report(report)?;
+    let mut resolved = Vec::new();
+    let mut resolve = |key: &str| {
+        let (key, note) = resolve_workload(&mesh, report, key);
+        resolved.extend(note);
+        key
+    };
     let client = if let Some(w) = &args.from {
-        Client::Workload(w.clone())
+        Client::Workload(resolve(w))
     } else if let Some(p) = &args.principal {
         Client::Principal {
             principal: p.clone(),
@@ -259,6 +176,13 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         Client::Plaintext
     } else {
         anyhow::bail!("give the client: --from NS/WORKLOAD, --principal P or --plaintext");
+    };
+    let target = match parse_target(&args.to)? {
+        Target::Workload { workload, port } => Target::Workload {
+            workload: resolve(&workload),
+            port,
+        },
+        service => service,
     };
     let mut headers = Vec::new();
     for h in &args.headers {
@@ -285,16 +209,25 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             .map(str::parse)
             .transpose()
             .context("--source-ip is not an IP address")?,
-        target: parse_target(&args.to)?,
+        target,
         request,
         sni: args.sni.clone(),
         now_unix: i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?,
     };
     let outcome = mesh.evaluate(&traffic, true)?;
-    let v = view(&outcome);
+    let mut v = view::view(&outcome, &config, resolved);
+    if let Some(version) = config.version() {
+        v.live = Some(LiveView {
+            version,
+            sidecar: sidecar::sidecar_sync(&args.control_plane, &mesh, &outcome.destination)?,
+        });
+    }
     match args.output {
-        Format::Table => print_table(&v),
+        Format::Table => view::print_table(&v),
         other => print_structured(&v, other)?,
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests;

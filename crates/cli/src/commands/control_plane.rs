@@ -2,7 +2,9 @@
 //!
 //! It loads and watches `--config` files and folders, serves the CA and the proxies' config
 //! stream on one TLS port (`--listen`, istiod's 15012) and the admin API used by
-//! `meshward apply|delete|get` on `--admin` (loopback, default 15014).
+//! `meshward apply|delete|get` on `--admin` (loopback, default 15014). With `--state-dir`, every
+//! accepted change is recorded there before it is acknowledged and restored on the next start
+//! (see `meshward_control::store::persist`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +32,12 @@ pub(crate) struct ControlPlaneArgs {
     /// The mesh trust domain.
     #[arg(long, value_name = "TD", default_value = meshward_api::spiffe::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
+    /// Record the store here (every accepted change is written and fsynced before it is
+    /// acknowledged) and restore it on start, so a restarted control plane serves what the last
+    /// one accepted; an unreadable or corrupt state file stops the start. Without it, what
+    /// `apply|delete` changed is lost with the process.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Bootstrap tokens for the CA: lines `TOKEN NAMESPACE/SERVICE_ACCOUNT`.
     #[arg(long, value_name = "FILE")]
     bootstrap_tokens: Option<PathBuf>,
@@ -59,6 +67,7 @@ pub(crate) fn run(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
     options.admin_listen = args.admin;
     options.trust_domain = args.trust_domain.clone();
     options.bootstrap_tokens = args.bootstrap_tokens.clone();
+    options.state_dir = args.state_dir.clone();
     if let Some(file) = &args.jwks_ca_file {
         let pem = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let bundle = meshward_identity::TrustBundle::from_pem(&pem, &file.display().to_string())?;

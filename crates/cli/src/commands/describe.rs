@@ -21,7 +21,7 @@ use meshward_policy::describe::{
 
 use super::control_api::{ControlPlaneUrl, error_text};
 use crate::commands::validate::print_diagnostic;
-use crate::output::{Format, paint, print_structured, table};
+use crate::output::{Format, paint, print_structured, table, write_stdout};
 
 /// `meshward describe`.
 #[derive(Debug, Args)]
@@ -144,14 +144,6 @@ impl Text {
         for line in table.lines() {
             self.line(format!("{indent}{}", line.trim_end()));
         }
-    }
-}
-
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
     }
 }
 

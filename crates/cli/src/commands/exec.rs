@@ -5,12 +5,21 @@
 //! `-c proxy` runs it as the sidecar's user (uid/gid 1337) instead, like `kubectl exec -c
 //! istio-proxy`: that traffic is exempt from capture, so it leaves the pod as plaintext and
 //! skips the client side of the mesh (what several tutorials do without noticing).
+//!
+//! In loopback mode there is no namespace to enter: CMD runs as the invoking user with
+//! `http_proxy`/`HTTP_PROXY`/`https_proxy`/`HTTPS_PROXY` pointing at the pod's sidecar (or, for
+//! a pod without one, its plain forwarder) on `POD_IP:15080`, `no_proxy` removed, and `POD_IP`,
+//! `POD_NAME`, `POD_NAMESPACE` set, so `curl http://backend/` goes through the pod's proxy,
+//! which resolves the name (see `mesh::loopback`). `-c proxy` leaves the proxy variables out:
+//! nothing then resolves service names, and pod addresses are dialled directly.
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::mesh::loopback;
+use crate::mesh::mode::Mode;
 use crate::mesh::state::Home;
 
 /// `meshward exec`.
@@ -41,10 +50,10 @@ pub(crate) fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 
 /// `meshward exec`.
 pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
-    super::up::preflight()?;
     let Some(state) = Home::from_env()?.read()? else {
-        bail!("no mesh is running (start one with `meshward up -f FILE|DIR`)");
+        bail!("no mesh is running (start one with `meshward up`)");
     };
+    super::up::preflight_for(&state)?;
     let Some(pod) = state.find_pod(&args.namespace, &args.pod) else {
         bail!(
             "no pod `{}` in namespace `{}` (see `meshward get pods`)",
@@ -52,12 +61,18 @@ pub(crate) fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
             args.namespace
         );
     };
+    if args.container == "proxy" && !pod.plan.sidecar {
+        bail!("pod {} has no sidecar", pod.plan.key());
+    }
+    if Mode::of(&state) == Mode::Loopback {
+        let status = loopback::client_command(&pod.plan, &args.command, args.container == "app")
+            .status()
+            .with_context(|| format!("cannot run `{}`", args.command.join(" ")))?;
+        return Ok(exit_code(status));
+    }
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &pod.netns]);
     if args.container == "proxy" {
-        if !pod.plan.sidecar {
-            bail!("pod {} has no sidecar", pod.plan.key());
-        }
         let uid = crate::mesh::capture::PROXY_UID;
         cmd.arg("setpriv")
             .arg(format!("--reuid={uid}"))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-/// `meshward echo --pod NS/NAME --port P...`.
+/// `meshward echo --pod NS/NAME [--host IP] --port P...`.
 #[derive(Debug, Args)]
 pub(crate) struct EchoArgs {
     /// The pod it serves (reported in every reply).
@@ -16,6 +16,9 @@ pub(crate) struct EchoArgs {
     /// Ports to serve (none: idle until stopped, like a container without ports).
     #[arg(long = "port")]
     ports: Vec<u16>,
+    /// The address to serve them on.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: std::net::IpAddr,
 }
 
 /// `meshward echo`.
@@ -25,7 +28,7 @@ pub(crate) fn echo(args: &EchoArgs) -> anyhow::Result<ExitCode> {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
-    crate::mesh::echo::serve(&args.ports, args.pod.clone())?;
+    crate::mesh::echo::serve(args.host, &args.ports, args.pod.clone())?;
     Ok(ExitCode::SUCCESS)
 }
 

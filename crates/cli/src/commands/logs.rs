@@ -34,7 +34,7 @@ pub(crate) struct LogsArgs {
 pub(crate) fn run(args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let home = Home::from_env()?;
     let Some(state) = home.read()? else {
-        bail!("no mesh is running (start one with `meshward up -f FILE|DIR`)");
+        bail!("no mesh is running (start one with `meshward up`)");
     };
     let Some(pod) = state.find_pod(&args.namespace, &args.pod) else {
         bail!(

@@ -4,6 +4,7 @@ pub(crate) mod analyze;
 pub(crate) mod apply;
 pub(crate) mod ca;
 pub(crate) mod check;
+pub(crate) mod config_source;
 pub(crate) mod control_api;
 pub(crate) mod control_plane;
 pub(crate) mod describe;

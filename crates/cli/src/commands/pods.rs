@@ -1,4 +1,7 @@
-//! `meshward get pods [-n NS | -A] [-o table|json|yaml]`: the pods of the running mesh.
+//! `meshward get pods [-n NS | -A] [-o table|json|yaml]`: the pods of the running mesh. In
+//! loopback mode the table also says where each pod's app listens and which HTTP proxy its
+//! clients use (`exec` sets it), and the structured output has `mode`, `app_ip` and
+//! `http_proxy`.
 
 use std::process::ExitCode;
 
@@ -6,6 +9,8 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use crate::mesh::loopback;
+use crate::mesh::mode::Mode;
 use crate::mesh::state::{Home, MeshState, Phase, PodState, alive};
 use crate::output::{Format, print_structured, print_table as print_rows, table};
 
@@ -54,6 +59,14 @@ struct PodView {
     sidecar: bool,
     deployment: Option<String>,
     one_off: bool,
+    /// `netns` or `loopback`.
+    mode: &'static str,
+    /// Loopback mode: where the app listens (the pod address without a sidecar).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_ip: Option<String>,
+    /// Loopback mode: the pod's explicit HTTP proxy (sidecar or plain forwarder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_proxy: Option<String>,
 }
 
 fn view(state: &MeshState, p: &PodState) -> PodView {
@@ -89,7 +102,12 @@ fn view(state: &MeshState, p: &PodState) -> PodView {
     } else {
         "Error"
     };
+    let mode = Mode::of(state);
+    let loopback = mode == Mode::Loopback;
     PodView {
+        mode: mode.as_str(),
+        app_ip: loopback.then(|| loopback::app_host(&p.plan).to_string()),
+        http_proxy: loopback.then(|| loopback::http_proxy(p.plan.ip).to_string()),
         namespace: p.plan.namespace.clone(),
         name: p.plan.name.clone(),
         ready: format!("{running}/{expected}"),
@@ -103,10 +121,10 @@ fn view(state: &MeshState, p: &PodState) -> PodView {
     }
 }
 
-/// Prints pods as a table.
-fn print_table_of(views: &[PodView]) {
+/// Prints pods as a table (loopback mode adds the app address and the HTTP proxy).
+fn print_table_of(views: &[PodView], mode: Mode) {
     let mut t = table();
-    t.set_header([
+    let mut header = vec![
         "NAMESPACE",
         "NAME",
         "READY",
@@ -115,9 +133,13 @@ fn print_table_of(views: &[PodView]) {
         "IP",
         "SERVICE ACCOUNT",
         "SIDECAR",
-    ]);
+    ];
+    if mode == Mode::Loopback {
+        header.extend(["APP", "HTTP PROXY"]);
+    }
+    t.set_header(header);
     for v in views {
-        t.add_row([
+        let mut row = vec![
             v.namespace.clone(),
             v.name.clone(),
             v.ready.clone(),
@@ -126,7 +148,12 @@ fn print_table_of(views: &[PodView]) {
             v.ip.clone(),
             v.service_account.clone(),
             if v.sidecar { "yes" } else { "no" }.to_owned(),
-        ]);
+        ];
+        if mode == Mode::Loopback {
+            row.push(v.app_ip.clone().unwrap_or_default());
+            row.push(v.http_proxy.clone().unwrap_or_default());
+        }
+        t.add_row(row);
     }
     print_rows(&mut t, "");
 }
@@ -139,7 +166,14 @@ pub(crate) fn print_table(state: &MeshState, namespace: Option<&str>) {
         .filter(|p| namespace.is_none_or(|ns| p.plan.namespace == ns))
         .map(|p| view(state, p))
         .collect();
-    print_table_of(&views);
+    let mode = Mode::of(state);
+    if mode == Mode::Loopback {
+        println!(
+            "mode: loopback (ports below 1024 are served at port + {}; `meshward exec` points clients at their pod's HTTP proxy)",
+            loopback::PORT_SHIFT
+        );
+    }
+    print_table_of(&views, mode);
 }
 
 /// `meshward get` (until the control plane's `get` takes over and calls [`run_pods`]).
@@ -154,7 +188,7 @@ pub(crate) fn run(args: &GetArgs) -> anyhow::Result<ExitCode> {
 /// `meshward get pods`: reads `state.json`, so it needs no control plane.
 pub(crate) fn run_pods(args: &PodsArgs) -> anyhow::Result<ExitCode> {
     let Some(state) = Home::from_env()?.read()? else {
-        bail!("no mesh is running (start one with `meshward up -f FILE|DIR`)");
+        bail!("no mesh is running (start one with `meshward up`)");
     };
     let namespace = args.namespace.as_deref().filter(|_| !args.all_namespaces);
     match args.output {

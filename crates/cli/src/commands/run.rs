@@ -7,6 +7,10 @@
 //! then runs inside the pod as its container, with this terminal; when it ends the pod is
 //! removed and CMD's exit code is returned. Ctrl-C goes to CMD; this process outlives it to
 //! clean up.
+//!
+//! In loopback mode the pod is a 127.x address with its sidecar (or, with `--no-sidecar`, its
+//! plain forwarder), and CMD runs as this user with `http_proxy` pointing at it, as `meshward
+//! exec` runs commands (see `mesh::loopback`).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, ExitCode};
@@ -15,9 +19,12 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::mesh::config;
+use crate::mesh::ledger;
+use crate::mesh::loopback;
+use crate::mesh::mode::Mode;
 use crate::mesh::netns;
 use crate::mesh::plan::{Allocator, ContainerPlan, PodPlan};
-use crate::mesh::runtime::{self, Progress, READY_TIMEOUT, STOP_GRACE};
+use crate::mesh::runtime::{self, Progress, STOP_GRACE};
 use crate::mesh::state::{Home, PodState, alive};
 use crate::mesh::supervisor::{self, Binaries};
 
@@ -42,8 +49,12 @@ pub(crate) struct RunArgs {
 
 /// `meshward run`.
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    super::up::preflight()?;
     let home = Home::from_env()?;
+    let Some(state) = home.read()? else {
+        bail!("no mesh is running (start one with `meshward up`)");
+    };
+    super::up::preflight_for(&state)?;
+    let mode = Mode::of(&state);
     let progress = Progress::terminal_only();
     let bins = Binaries::find()?;
     // While CMD runs, Ctrl-C and SIGTERM must not kill this process: it removes the pod after.
@@ -58,15 +69,15 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         )
     });
 
-    let pod = add_pod(&home, args)?;
-    let outcome = run_in_pod(&home, &pod, &bins, args, progress);
+    let pod = add_pod(&home, args, mode)?;
+    let outcome = run_in_pod(&home, &pod, &bins, args, progress, mode);
     progress.step(format!("removing pod {}", pod.plan.key()));
-    remove_pod(&home, &pod);
+    remove_pod(&home, &pod, mode);
     outcome
 }
 
 /// Registers the pod in state.json and the proxies' inventory.
-fn add_pod(home: &Home, args: &RunArgs) -> anyhow::Result<PodState> {
+fn add_pod(home: &Home, args: &RunArgs, mode: Mode) -> anyhow::Result<PodState> {
     let added = home.update(|state| -> anyhow::Result<PodState> {
         if !alive(state.supervisor_pid) {
             bail!("the mesh supervisor is gone; run `meshward down`, then `meshward up`");
@@ -82,12 +93,21 @@ fn add_pod(home: &Home, args: &RunArgs) -> anyhow::Result<PodState> {
                 args.namespace
             );
         }
-        let mut ips = Allocator::pods();
+        let mut ips = Allocator::pods_for(mode);
         for ip in state.pod_ips() {
             ips.reserve(ip);
         }
-        let link = state.next_link;
-        state.next_link = link.saturating_add(1);
+        let (netns, veth) = match mode {
+            Mode::Netns => {
+                let link = state.next_link;
+                state.next_link = link.saturating_add(1);
+                (
+                    netns::netns_name(&args.namespace, &args.name),
+                    netns::veth_name(link),
+                )
+            }
+            Mode::Loopback => (String::new(), String::new()),
+        };
         let pod = PodState {
             plan: PodPlan {
                 namespace: args.namespace.clone(),
@@ -105,8 +125,8 @@ fn add_pod(home: &Home, args: &RunArgs) -> anyhow::Result<PodState> {
                 run: Some(args.command.join(" ")),
                 ip: ips.allocate()?,
             },
-            netns: netns::netns_name(&args.namespace, &args.name),
-            veth: netns::veth_name(link),
+            netns,
+            veth,
             proxy_pid: None,
             app_pid: None,
             ready: false,
@@ -122,7 +142,7 @@ fn add_pod(home: &Home, args: &RunArgs) -> anyhow::Result<PodState> {
     })?;
     match added {
         Some(pod) => pod,
-        None => bail!("no mesh is running (start one with `meshward up -f FILE|DIR`)"),
+        None => bail!("no mesh is running (start one with `meshward up`)"),
     }
 }
 
@@ -132,6 +152,7 @@ fn run_in_pod(
     bins: &Binaries,
     args: &RunArgs,
     progress: Progress,
+    mode: Mode,
 ) -> anyhow::Result<ExitCode> {
     let state = home
         .read()?
@@ -146,9 +167,11 @@ fn run_in_pod(
             "no sidecar"
         }
     ));
-    runtime::create_pod(pod, &state).with_context(|| format!("pod {}", pod.plan.key()))?;
+    if mode == Mode::Netns {
+        runtime::create_pod(pod, &state).with_context(|| format!("pod {}", pod.plan.key()))?;
+    }
     let mut running = pod.clone();
-    let mut children: Vec<Child> = runtime::start_pod(home, &mut running, bins, false)?;
+    let mut children: Vec<Child> = runtime::start_pod(home, &mut running, bins, false, mode)?;
     let key = pod.plan.key();
     let proxy_pid = running.proxy_pid;
     home.update(|s| {
@@ -157,29 +180,45 @@ fn run_in_pod(
         }
     })?;
     let outcome = (|| {
-        supervisor::wait_ready(&running, bins, false, READY_TIMEOUT).map_err(anyhow::Error::msg)?;
+        runtime::wait_ready(&running, bins, false, mode).map_err(anyhow::Error::msg)?;
         home.update(|s| {
             if let Some(p) = s.pods.iter_mut().find(|p| p.plan.key() == key) {
                 p.ready = true;
             }
         })?;
-        let status = Command::new("ip")
-            .args(["netns", "exec", &pod.netns])
-            .args(&args.command)
-            .env("POD_NAME", &pod.plan.name)
-            .env("POD_NAMESPACE", &pod.plan.namespace)
-            .env("POD_IP", pod.plan.ip.to_string())
+        let mut cmd = match mode {
+            Mode::Netns => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &pod.netns])
+                    .args(&args.command)
+                    .env("POD_NAME", &pod.plan.name)
+                    .env("POD_NAMESPACE", &pod.plan.namespace)
+                    .env("POD_IP", pod.plan.ip.to_string());
+                cmd
+            }
+            Mode::Loopback => loopback::client_command(&pod.plan, &args.command, true),
+        };
+        let status = cmd
             .status()
             .with_context(|| format!("cannot run the command in pod {key}"))?;
         Ok(super::exec::exit_code(status))
     })();
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
     supervisor::stop_children(&mut children, STOP_GRACE);
+    if mode == Mode::Loopback {
+        for pid in pids {
+            ledger::forget(home, pid);
+        }
+    }
     outcome
 }
 
-/// Removes the pod's network and processes and takes it out of the state and inventory.
-fn remove_pod(home: &Home, pod: &PodState) {
-    runtime::delete_pod(&pod.netns, &pod.veth);
+/// Removes the pod's network and processes and takes it out of the state and inventory (a
+/// loopback pod's processes are stopped already, and it has nothing else).
+fn remove_pod(home: &Home, pod: &PodState, mode: Mode) {
+    if mode == Mode::Netns {
+        runtime::delete_pod(&pod.netns, &pod.veth);
+    }
     let key = pod.plan.key();
     let _ = home.update(|state| {
         state.pods.retain(|p| p.plan.key() != key);

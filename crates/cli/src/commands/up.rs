@@ -1,4 +1,5 @@
-//! `meshward up -f FILE|DIR... [-d]`: starts a local mesh from manifests and keeps it running.
+//! `meshward up [-f FILE|DIR...] [-d] [--mode netns|loopback]`: starts a local mesh from
+//! manifests — without `-f`, from the embedded default (seed 000's apps) — and keeps it running.
 //!
 //! In the foreground, `up` is the supervisor: it starts the pods, waits until all are ready,
 //! then keeps them and the control plane running (restarting whatever exits, see
@@ -7,7 +8,8 @@
 //! `logs/supervisor.log`) and returns once the supervisor reports every pod ready; the mesh then
 //! runs until `meshward down`.
 //!
-//! Netns mode only for now (root on Linux); loopback mode for other users is not implemented.
+//! The mode ([`Mode`]) is netns when this machine allows it (root on Linux with the tools),
+//! otherwise loopback; the progress output says which and why, and `--mode` forces one.
 
 use std::io::{Read, Seek};
 use std::os::unix::process::CommandExt;
@@ -24,6 +26,9 @@ use meshward_identity::KeyAlgorithm;
 
 use crate::mesh::config;
 use crate::mesh::control;
+use crate::mesh::ledger::{self, Group};
+use crate::mesh::loopback;
+use crate::mesh::mode::Mode;
 use crate::mesh::netns;
 use crate::mesh::plan::{self, MeshPlan};
 use crate::mesh::restart::Keeper;
@@ -37,12 +42,18 @@ const TICK: Duration = Duration::from_millis(200);
 /// `meshward up`.
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
-    /// Manifests: files or folders (a folder's YAML/JSON files, not its subfolders).
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    /// Manifests: files or folders (a folder's YAML/JSON files, not its subfolders). Without
+    /// them, the embedded default: seed 000's frontend and backend.
+    #[arg(short = 'f', long = "filename", num_args = 1..)]
     files: Vec<PathBuf>,
     /// Run in the background and return once every pod is ready.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// How pods run: `netns` (network namespaces and traffic capture; root on Linux) or
+    /// `loopback` (127.x addresses, clients use their pod's sidecar as an HTTP proxy; no
+    /// privileges). Default: netns when this machine allows it, else loopback.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// Internal: this process is the detached supervisor.
     #[arg(long, hide = true)]
     supervise: bool,
@@ -50,19 +61,19 @@ pub(crate) struct UpArgs {
 
 /// Root, Linux and the tools netns mode needs; the error says what is missing.
 pub(crate) fn preflight() -> anyhow::Result<()> {
-    if !cfg!(target_os = "linux") || !rustix::process::geteuid().is_root() {
-        bail!(
-            "the local mesh runs in netns mode, which needs root on Linux (loopback mode for other users is not implemented yet)"
-        );
+    match crate::mesh::mode::netns_unavailable() {
+        Some(why) => bail!("netns mode {why}"),
+        None => Ok(()),
     }
-    let missing = netns::missing_tools();
-    if !missing.is_empty() {
-        bail!(
-            "netns mode needs {} (Debian: apt-get install iproute2 iptables util-linux)",
-            missing.join(", ")
-        );
+}
+
+/// What a command on the running mesh `state` needs: netns mode's preflight, or nothing for
+/// loopback mode.
+pub(crate) fn preflight_for(state: &MeshState) -> anyhow::Result<()> {
+    match Mode::of(state) {
+        Mode::Netns => preflight(),
+        Mode::Loopback => Ok(()),
     }
-    Ok(())
 }
 
 /// Refuses to start a second mesh.
@@ -84,7 +95,8 @@ fn refuse_running(home: &Home) -> anyhow::Result<()> {
 
 /// `meshward up`.
 pub(crate) fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
-    preflight()?;
+    let progress = Progress::new();
+    let (mode, why) = Mode::choose(args.mode)?;
     let home = Home::from_env()?;
     let files: Vec<PathBuf> = args
         .files
@@ -92,16 +104,28 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .map(|f| std::fs::canonicalize(f).with_context(|| format!("cannot read `{}`", f.display())))
         .collect::<anyhow::Result<_>>()?;
     // Manifest errors are reported here, before anything is started.
-    let plan = plan::plan(plan::load(&files)?)?;
+    let resources = if files.is_empty() {
+        plan::load_default()?
+    } else {
+        plan::load(&files)?
+    };
+    let plan = plan::plan_for(resources, mode)?;
+    progress.step(format!("mode: {} ({why})", mode.as_str()));
+    if files.is_empty() {
+        progress.step(format!(
+            "manifests: the embedded default, {}",
+            plan::DEFAULT_MANIFEST_NAME
+        ));
+    }
     if args.detach && !args.supervise {
         refuse_running(&home)?;
-        return detach(&home, &files, &plan);
+        return detach(&home, &files, &plan, mode);
     }
-    supervise(&home, &files, plan, Progress::new())
+    supervise(&home, &files, plan, mode, progress)
 }
 
 /// Starts the detached supervisor and follows its progress until the mesh is ready.
-fn detach(home: &Home, files: &[PathBuf], plan: &MeshPlan) -> anyhow::Result<ExitCode> {
+fn detach(home: &Home, files: &[PathBuf], plan: &MeshPlan, mode: Mode) -> anyhow::Result<ExitCode> {
     let progress = Progress::new();
     home.create()?;
     let log_path = home.supervisor_log();
@@ -115,9 +139,16 @@ fn detach(home: &Home, files: &[PathBuf], plan: &MeshPlan) -> anyhow::Result<Exi
     let mut reader = std::fs::File::open(&log_path)
         .with_context(|| format!("cannot read {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the meshward executable")?;
-    let mut child = Command::new(exe)
-        .args(["up", "--supervise", "-d", "-f"])
-        .args(files)
+    let mut cmd = Command::new(exe);
+    cmd.args(["up", "--supervise", "-d", "--mode", mode.as_str()]);
+    if !files.is_empty() {
+        cmd.arg("-f").args(files);
+    }
+    if mode == Mode::Loopback {
+        // The supervisor and what it starts carry the mesh's id, so `down` can prove them ours.
+        ledger::mark(&mut cmd, &ledger::begin(home)?);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -205,6 +236,7 @@ fn supervise(
     home: &Home,
     files: &[PathBuf],
     plan: MeshPlan,
+    mode: Mode,
     progress: Progress,
 ) -> anyhow::Result<ExitCode> {
     let (_rt, stop) = watch_signals()?;
@@ -213,9 +245,17 @@ fn supervise(
         refuse_running(home)?;
         let mut pods = Vec::new();
         for (n, p) in plan.pods.iter().enumerate() {
+            // Loopback pods have no namespace and no link.
+            let (netns, veth) = match mode {
+                Mode::Netns => (
+                    netns::netns_name(&p.namespace, &p.name),
+                    netns::veth_name(u32::try_from(n).unwrap_or(u32::MAX)),
+                ),
+                Mode::Loopback => (String::new(), String::new()),
+            };
             pods.push(PodState {
-                netns: netns::netns_name(&p.namespace, &p.name),
-                veth: netns::veth_name(u32::try_from(n).unwrap_or(u32::MAX)),
+                netns,
+                veth,
                 plan: p.clone(),
                 proxy_pid: None,
                 app_pid: None,
@@ -224,7 +264,7 @@ fn supervise(
             });
         }
         let state = MeshState {
-            mode: "netns".to_owned(),
+            mode: mode.as_str().to_owned(),
             supervisor_pid: std::process::id(),
             phase: Phase::Starting,
             manifests: files.to_vec(),
@@ -238,6 +278,11 @@ fn supervise(
         home.write(&state)?;
         state
     };
+    if mode == Mode::Loopback {
+        control::serve_loopback();
+        ledger::begin(home)?;
+        ledger::record(home, std::process::id(), "supervisor", Group::Shared)?;
+    }
     let mut children: Vec<Child> = Vec::new();
     let started = start(home, &plan, &mut state, &mut children, &stop, progress);
     let bins = match started {
@@ -272,10 +317,13 @@ fn supervise(
     supervisor::stop_children(&mut children, STOP_GRACE);
     let current = home.read().ok().flatten();
     let removed = runtime::sweep(home, current.as_ref().or(Some(&state)))?;
-    progress.done(format!(
-        "mesh stopped: removed {} namespaces and {} links",
-        removed.namespaces, removed.links
-    ));
+    match mode {
+        Mode::Netns => progress.done(format!(
+            "mesh stopped: removed {} namespaces and {} links",
+            removed.namespaces, removed.links
+        )),
+        Mode::Loopback => progress.done("mesh stopped: every process ended, files removed"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -288,6 +336,7 @@ fn start(
     progress: Progress,
 ) -> anyhow::Result<Binaries> {
     let bins = Binaries::find()?;
+    let mode = Mode::of(state);
     let interrupted = || -> anyhow::Result<()> {
         if stop.load(Ordering::SeqCst) {
             bail!("interrupted");
@@ -307,16 +356,35 @@ fn start(
         state.pods.iter().map(|p| &p.plan),
         &state.services,
     )?;
-    progress.step(format!(
-        "network: bridge {} (10.244.0.1/16), service VIPs in 10.96.0.0/16",
-        netns::BRIDGE
-    ));
-    netns::create_bridge()?;
+    match mode {
+        Mode::Netns => {
+            progress.step(format!(
+                "network: bridge {} (10.244.0.1/16), service VIPs in 10.96.0.0/16",
+                netns::BRIDGE
+            ));
+            netns::create_bridge()?;
+        }
+        Mode::Loopback => progress.step(format!(
+            "addresses: pods in 127.100.0.0/16, their apps in 127.101.0.0/16, clients through their pod's HTTP proxy on port {}; ports below 1024 are served at port + {}",
+            loopback::HTTP_PROXY_PORT,
+            loopback::PORT_SHIFT
+        )),
+    }
     progress.step(format!(
         "control plane: CA and configuration on {}, admin API on 127.0.0.1:15014",
         control::grpc_address()
     ));
+    // Another control plane on the admin port (another user's mesh, a `meshward
+    // control-plane`) would look like ours starting; this mesh would then talk to it.
+    if control::admin().get("/api/v1/status").is_ok() {
+        bail!(
+            "a control plane already answers on 127.0.0.1:15014 (another mesh, or `meshward control-plane`); stop it first"
+        );
+    }
     let control_plane = control::start(home, &bins, false)?;
+    if mode == Mode::Loopback {
+        ledger::record(home, control_plane.id(), "control plane", Group::Shared)?;
+    }
     state.control_plane_pid = Some(control_plane.id());
     children.push(control_plane);
     let pid = state.control_plane_pid;
@@ -324,16 +392,27 @@ fn start(
     let total = state.pods.len();
     for (i, pod) in state.pods.iter().enumerate() {
         interrupted()?;
-        runtime::create_pod(pod, state).with_context(|| format!("pod {}", pod.plan.key()))?;
+        if mode == Mode::Netns {
+            runtime::create_pod(pod, state).with_context(|| format!("pod {}", pod.plan.key()))?;
+        }
+        let p = &pod.plan;
         progress.step(format!(
             "[{}/{total}] pod {} {} ({}{})",
             i + 1,
-            pod.plan.key(),
-            pod.plan.ip,
-            if pod.plan.sidecar {
-                "sidecar, "
-            } else {
-                "no sidecar, "
+            p.key(),
+            p.ip,
+            match (mode, p.sidecar) {
+                (Mode::Netns, true) => "sidecar, ".to_owned(),
+                (Mode::Netns, false) => "no sidecar, ".to_owned(),
+                (Mode::Loopback, true) => format!(
+                    "sidecar, HTTP proxy {}, app on {}, ",
+                    loopback::http_proxy(p.ip),
+                    loopback::app_host(p)
+                ),
+                (Mode::Loopback, false) => format!(
+                    "no sidecar, plain forwarder {}, ",
+                    loopback::http_proxy(p.ip)
+                ),
             },
             pod.plan
                 .run
@@ -347,7 +426,7 @@ fn start(
         let Some(pod) = state.pods.get_mut(i) else {
             continue;
         };
-        let started = runtime::start_pod(home, pod, &bins, true)?;
+        let started = runtime::start_pod(home, pod, &bins, true, mode)?;
         children.extend(started);
     }
     let pods_now = state.pods.clone();
@@ -360,7 +439,7 @@ fn start(
             .map(|pod| {
                 let bins = &bins;
                 scope.spawn(move || {
-                    let r = supervisor::wait_ready(pod, bins, true, READY_TIMEOUT);
+                    let r = runtime::wait_ready(pod, bins, true, mode);
                     if r.is_ok() {
                         let key = pod.plan.key();
                         let _ = home.update(|s| {

@@ -1,6 +1,6 @@
 //! The local mesh's control plane: `meshward control-plane` as a process in the host's network
-//! namespace, serving the pods on the bridge address (the CA and the configuration stream, as
-//! istiod's 15012) and the CLI on loopback (the admin API that `apply`, `get` and `delete` use).
+//! namespace, serving the pods on the bridge address, or on 127.0.0.1 in loopback mode (the CA
+//! and the configuration stream, as istiod's 15012) and the CLI on loopback (the admin API that `apply`, `get` and `delete` use).
 //! It watches the mesh's generated configuration (`up`'s resources and the inventory of pods and
 //! services, as two sources), so pods added by `meshward run` reach it like any change. Each sidecar gets a bootstrap token for its service account from the
 //! admin API, as Kubernetes gives a pod its service-account token; the proxy trades it for its
@@ -24,9 +24,25 @@ pub(crate) const GRPC_PORT: u16 = 15012;
 /// How long the control plane may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where pods reach the control plane.
+/// Set once this process serves a loopback-mode mesh (see [`serve_loopback`]).
+static LOOPBACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this process's control plane serve the pods on 127.0.0.1 instead of the bridge: in
+/// loopback mode there is no bridge, and pods are processes on the host. A process runs one
+/// mesh, so the supervisor of a loopback mesh says so once, before [`start`], and every later
+/// restart follows.
+pub(crate) fn serve_loopback() {
+    LOOPBACK.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Where pods reach the control plane: the bridge address in netns mode, 127.0.0.1 in loopback
+/// mode (both on istiod's port 15012).
 pub(crate) fn grpc_address() -> String {
-    format!("{BRIDGE_IP}:{GRPC_PORT}")
+    if LOOPBACK.load(std::sync::atomic::Ordering::SeqCst) {
+        format!("127.0.0.1:{GRPC_PORT}")
+    } else {
+        format!("{BRIDGE_IP}:{GRPC_PORT}")
+    }
 }
 
 /// The admin API, as the CLI's default `--control-plane` expects it.
@@ -57,23 +73,33 @@ pub(crate) fn root_certificate(home: &Home) -> PathBuf {
 }
 
 /// Starts the control plane (the bridge must exist) and waits until its admin API answers.
-/// `restore` adds `restore/` (see [`super::mirror`]) to what it loads: a restarted control
-/// plane loads it before it serves any proxy, so no proxy ever sees a configuration without
-/// what was applied to the one before it.
-pub(crate) fn start(home: &Home, bins: &Binaries, restore: bool) -> anyhow::Result<Child> {
+///
+/// It records its store in [`Home::store_dir`] (`--state-dir`): every change it accepts, from
+/// the generated files or `meshward apply|delete`, is on disk before it is acknowledged. A
+/// `restarted` control plane restores that store before it serves any proxy, so no proxy ever
+/// sees a configuration without what was applied to the one before it, however it died. A first
+/// start (`up`) begins from an empty store: a new mesh never inherits an earlier one's.
+pub(crate) fn start(home: &Home, bins: &Binaries, restarted: bool) -> anyhow::Result<Child> {
     let log = home.logs_dir().join("control-plane.log");
     let (out, err) = log_file(&log)?;
+    let state_dir = home.store_dir();
+    if !restarted {
+        match std::fs::remove_dir_all(&state_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| state_dir.display().to_string()),
+        }
+    }
     let mut cmd = Command::new(&bins.meshward);
-    // Two sources, not the folder: `meshward run` rewrites the inventory, and the control plane
-    // reloads a changed source whole, re-applying every resource it holds; with `up`'s resources
-    // in the same source, that would undo `meshward apply|delete` changes made to them.
+    // The generated resources and the inventory are two sources: `meshward run` rewrites the
+    // inventory alone. A reload writes only what its file changed, so neither undoes what
+    // `meshward apply|delete` did to the other's resources (or its own).
     cmd.arg("control-plane")
         .arg("-f")
         .arg(resources_file(home))
-        .arg(inventory_file(home));
-    if restore {
-        cmd.arg(home.restore_dir());
-    }
+        .arg(inventory_file(home))
+        .arg("--state-dir")
+        .arg(&state_dir);
     cmd.arg("--listen")
         .arg(grpc_address())
         .arg("--admin")

@@ -21,7 +21,7 @@
 //! are not HTTP is echoed back byte for byte (TCP ports).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,8 +32,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Serves every port until the process is stopped. Errors name the port that cannot be bound.
-pub(crate) fn serve(ports: &[u16], pod: String) -> anyhow::Result<()> {
+/// Serves every port on `host` until the process is stopped (`0.0.0.0` in a pod's network
+/// namespace; the app address in loopback mode). Errors name the port that cannot be bound.
+pub(crate) fn serve(host: IpAddr, ports: &[u16], pod: String) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,7 +42,7 @@ pub(crate) fn serve(ports: &[u16], pod: String) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut tasks = Vec::new();
         for &port in ports {
-            let addr = SocketAddr::from(([0, 0, 0, 0], port));
+            let addr = SocketAddr::new(host, port);
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("echo: cannot listen on {addr}: {e}"))?;

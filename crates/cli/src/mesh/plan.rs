@@ -7,9 +7,13 @@
 //! `meshward check` and PolicyTests, so that what `check` says is what the mesh does — unless it
 //! opts out with `sidecar.istio.io/inject: "false"` (label or annotation).
 //!
-//! Addresses: pods take 10.244.0.2 onwards in 10.244.0.0/16 (the bridge holds 10.244.0.1),
-//! services take 10.96.0.10 onwards in 10.96.0.0/16 unless their manifest sets a `clusterIP`
-//! inside that range. Nothing in these ranges is routed off the machine.
+//! Addresses: pods take 10.244.0.2 onwards in 10.244.0.0/16 (the bridge holds 10.244.0.1) —
+//! in loopback mode 127.100.0.1 onwards in 127.100.0.0/16 (see `loopback`) — and services take
+//! 10.96.0.10 onwards in 10.96.0.0/16 unless their manifest sets a `clusterIP` inside that range.
+//! Nothing in these ranges is routed off the machine.
+//!
+//! Without manifests, `up` runs the embedded default: seed 000's apps (a frontend and a
+//! backend with sidecars, see [`DEFAULT_MANIFEST`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,8 +23,19 @@ use meshward_api::resources::inventory::{IntOrString, PodSpec};
 use meshward_api::{LoadedResource, Resource};
 use serde::{Deserialize, Serialize};
 
+use super::mode::Mode;
+
 /// The annotation that replaces a container's image with a local shell command.
 pub(crate) const RUN_ANNOTATION: &str = "meshward.dev/run";
+
+/// What `up` runs without `-f`: seed 000's apps, so `meshward up` alone starts a mesh on a
+/// fresh machine (the tutorial's policies are then applied with `meshward apply`).
+pub(crate) const DEFAULT_MANIFEST: &str =
+    include_str!("../../../../examples/seeds/000-frontend-backend-mtls-authz/00-apps.yaml");
+
+/// The name [`DEFAULT_MANIFEST`] is reported under.
+pub(crate) const DEFAULT_MANIFEST_NAME: &str =
+    "examples/seeds/000-frontend-backend-mtls-authz/00-apps.yaml (embedded)";
 
 /// The pod network.
 pub(crate) const POD_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 16);
@@ -64,6 +79,32 @@ pub(crate) enum PlanError {
     /// Nothing to run.
     #[error("the manifests declare no Pod or Deployment: nothing to run")]
     NoPods,
+    /// Loopback mode: a pod declares a port and its shifted twin.
+    #[error(
+        "pod {pod}: container ports {port} and {twin} would share port {twin} in loopback mode, where ports below 1024 are served at port + {offset}; change one of them or use netns mode"
+    )]
+    ShiftedPortTaken {
+        /// `ns/name`.
+        pod: String,
+        /// The port below 1024.
+        port: u16,
+        /// The declared port it becomes.
+        twin: u16,
+        /// The shift.
+        offset: u16,
+    },
+    /// Loopback mode: a pod declares a port its proxy uses on the pod's address.
+    #[error(
+        "pod {pod}: container port {port} is {used_by} on the pod's address in loopback mode; change the port or use netns mode"
+    )]
+    ProxyPortTaken {
+        /// `ns/name`.
+        pod: String,
+        /// The declared port.
+        port: u16,
+        /// What uses it.
+        used_by: &'static str,
+    },
 }
 
 /// One container of a pod.
@@ -260,6 +301,23 @@ impl Allocator {
         Self::new(POD_NET, 2, "the pod range 10.244.0.0/16")
     }
 
+    /// Pod addresses of `mode`.
+    pub(crate) fn pods_for(mode: Mode) -> Self {
+        match mode {
+            Mode::Netns => Self::pods(),
+            Mode::Loopback => Self::loopback_pods(),
+        }
+    }
+
+    /// Pod addresses in loopback mode (see `loopback`).
+    pub(crate) fn loopback_pods() -> Self {
+        Self::new(
+            super::loopback::POD_NET,
+            1,
+            "the loopback pod range 127.100.0.0/16",
+        )
+    }
+
     /// Service addresses.
     pub(crate) fn services() -> Self {
         Self::new(SERVICE_NET, 10, "the service range 10.96.0.0/16")
@@ -305,15 +363,43 @@ impl Allocator {
     }
 }
 
-/// Builds the plan of `resources`.
+/// Loads [`DEFAULT_MANIFEST`].
+pub(crate) fn load_default() -> Result<Vec<Resource>, PlanError> {
+    let report = meshward_api::load_text(DEFAULT_MANIFEST, DEFAULT_MANIFEST_NAME, None);
+    let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+    if !errors.is_empty() {
+        return Err(PlanError::Invalid(errors.join("\n")));
+    }
+    Ok(report.resources.into_iter().map(|r| r.resource).collect())
+}
+
+/// Builds the plan of `resources` (netns mode's addresses).
+#[cfg(test)]
 pub(crate) fn plan(resources: Vec<Resource>) -> Result<MeshPlan, PlanError> {
+    plan_with(resources, Allocator::pods())
+}
+
+/// Builds the plan of `resources` for `mode`: its pod addresses, and in loopback mode only
+/// pods whose ports it can serve (see `loopback`).
+pub(crate) fn plan_for(resources: Vec<Resource>, mode: Mode) -> Result<MeshPlan, PlanError> {
+    let plan = plan_with(resources, Allocator::pods_for(mode))?;
+    if mode == Mode::Loopback {
+        super::loopback::check_ports(&plan.pods)?;
+    }
+    Ok(plan)
+}
+
+/// Builds the plan of `resources` with pod addresses from `pod_ips`.
+pub(crate) fn plan_with(
+    resources: Vec<Resource>,
+    mut pod_ips: Allocator,
+) -> Result<MeshPlan, PlanError> {
     let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for r in &resources {
         if let Resource::Namespace(ns) = r {
             namespaces.insert(ns.metadata.name().to_owned(), ns.metadata.labels.clone());
         }
     }
-    let mut pod_ips = Allocator::pods();
     let mut pods = Vec::new();
     for r in &resources {
         match r {
@@ -723,6 +809,47 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}
         assert_ne!(d.plan.pods[1].ip, d.plan.pods[0].ip);
         assert_eq!(d.plan.services[0].ip, Ipv4Addr::new(10, 96, 0, 10));
         assert_eq!(d.plan.services[0].ports[0].target, "80");
+    }
+
+    #[test]
+    fn loopback_pods_take_127_100_addresses_and_unservable_ports_are_refused() {
+        let report = meshward_api::load_text(APPS, "t.yaml", None);
+        let resources: Vec<Resource> = report.resources.into_iter().map(|r| r.resource).collect();
+        let p = plan_for(resources, Mode::Loopback).unwrap();
+        let ips: Vec<String> = p.pods.iter().map(|p| p.ip.to_string()).collect();
+        assert_eq!(
+            ips,
+            ["127.100.0.1", "127.100.0.2", "127.100.0.3", "127.100.0.4"]
+        );
+        let twins = meshward_api::load_text(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n\
+             spec: {containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 10080}]}]}\n",
+            "t.yaml",
+            None,
+        );
+        let twins: Vec<Resource> = twins.resources.into_iter().map(|r| r.resource).collect();
+        assert!(plan_for(twins.clone(), Mode::Netns).is_ok());
+        let err = plan_for(twins, Mode::Loopback).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlanError::ShiftedPortTaken {
+                    port: 80,
+                    twin: 10080,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_embedded_default_is_seed_000s_apps() {
+        let p = plan_for(load_default().unwrap(), Mode::Loopback).unwrap();
+        let names: Vec<String> = p.pods.iter().map(PodPlan::key).collect();
+        assert_eq!(names, ["default/frontend-0", "default/backend-0"]);
+        assert!(p.pods.iter().all(|p| p.sidecar));
+        assert_eq!(p.services.len(), 2);
     }
 
     #[test]

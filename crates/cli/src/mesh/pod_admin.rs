@@ -6,6 +6,9 @@
 //!
 //! The GET runs as root, whose loopback traffic the pod's capture rules leave alone (only
 //! connections to other addresses are redirected to the sidecar).
+//!
+//! In loopback mode the admin server listens on the pod's own address (`POD_IP:15000`, see
+//! [`super::loopback`]), and the CLI asks it directly.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,10 +28,12 @@ const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// The running mesh's state, or why there is none.
 pub(crate) fn running_mesh() -> anyhow::Result<MeshState> {
-    crate::commands::up::preflight()?;
     match Home::from_env()?.read()? {
-        Some(state) => Ok(state),
-        None => bail!("no mesh is running (start one with `meshward up -f FILE|DIR`)"),
+        Some(state) => {
+            crate::commands::up::preflight_for(&state)?;
+            Ok(state)
+        }
+        None => bail!("no mesh is running (start one with `meshward up`)"),
     }
 }
 
@@ -53,6 +58,18 @@ pub(crate) fn sidecar_pod<'a>(
 
 /// GET `path` from the admin server of `pod`'s sidecar: the body of a 200 answer.
 pub(crate) fn fetch(pod: &PodState, path: &str) -> anyhow::Result<String> {
+    if super::loopback::is_loopback_pod(pod) {
+        let addr = super::loopback::admin(pod.plan.ip);
+        let (status, body) = http_get(addr, path)?;
+        if status != 200 {
+            bail!(
+                "pod {}: GET {path} from the proxy's admin port {addr} answered HTTP {status}",
+                pod.plan.key()
+            );
+        }
+        return String::from_utf8(body)
+            .with_context(|| format!("pod {}: {path} is not UTF-8", pod.plan.key()));
+    }
     let exe = std::env::current_exe().context("cannot find the meshward executable")?;
     let output = Command::new("ip")
         .args(["netns", "exec", &pod.netns])

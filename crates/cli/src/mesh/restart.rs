@@ -5,10 +5,14 @@
 //!
 //! A pod with a container down is not ready; after a restart it is ready again once its
 //! readiness probe passes. `meshward get pods` shows the restarts. A restarted control plane
-//! starts from the store the dead one had (see [`super::mirror`]); the sidecars keep enforcing
-//! their last configuration meanwhile and reconnect on their own.
+//! starts from the store the dead one recorded (see [`super::control::start`]); the sidecars
+//! keep enforcing their last configuration meanwhile and reconnect on their own.
 //!
 //! One-off pods of `meshward run` are not restarted here: the `run` process owns them.
+//!
+//! In loopback mode a pod without sidecar has its plain forwarder in the proxy's slot, and it
+//! is restarted like a sidecar; every process started is recorded in the [`super::ledger`] and
+//! forgotten when it exits.
 
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
@@ -16,7 +20,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use super::control;
-use super::mirror::Mirror;
+use super::ledger::{self, Group};
+use super::loopback;
+use super::mode::Mode;
 use super::runtime::READY_TIMEOUT;
 use super::state::{Home, MeshState, PodState};
 use super::supervisor::{self, Binaries};
@@ -111,8 +117,7 @@ struct Probe {
 pub(crate) struct Keeper {
     home: Home,
     bins: Binaries,
-    mirror: Mirror,
-    mirror_thread: Option<std::thread::JoinHandle<()>>,
+    mode: Mode,
     stop: Arc<AtomicBool>,
     slots: Vec<Slot>,
     probes: Vec<Probe>,
@@ -122,7 +127,7 @@ pub(crate) struct Keeper {
 
 impl Keeper {
     /// Takes over `children`, the processes `up` started for `state` (the control plane and
-    /// each pod's app and proxy), and starts mirroring the control plane's store until `stop`.
+    /// each pod's app and proxy), until `stop`.
     pub(crate) fn new(
         home: &Home,
         bins: &Binaries,
@@ -155,13 +160,10 @@ impl Keeper {
                 backoff: Backoff::new(),
             });
         }
-        let (mirror, mirror_thread) =
-            Mirror::follow(home, state.control_plane_pid.unwrap_or(0), stop.clone());
         Self {
             home: home.clone(),
             bins: bins.clone(),
-            mirror,
-            mirror_thread: Some(mirror_thread),
+            mode: Mode::of(state),
             stop,
             slots,
             probes: Vec::new(),
@@ -179,6 +181,9 @@ impl Keeper {
             match &mut slot.run {
                 Run::Running { child, since } => {
                     if let Ok(Some(status)) = child.try_wait() {
+                        if self.mode == Mode::Loopback {
+                            ledger::forget(&self.home, child.id());
+                        }
                         let delay = slot.backoff.delay(since.elapsed());
                         slot.run = Run::Waiting { until: now + delay };
                         let what = slot.what.clone();
@@ -226,10 +231,7 @@ impl Keeper {
             delay.as_secs_f64()
         );
         let result = match what {
-            What::ControlPlane => {
-                self.mirror.set_pid(0);
-                self.home.update(|s| s.control_plane_pid = None)
-            }
+            What::ControlPlane => self.home.update(|s| s.control_plane_pid = None),
             What::Pod { pod, container } => {
                 let key = pod.plan.key();
                 self.home.update(|s| {
@@ -252,10 +254,11 @@ impl Keeper {
     fn restart(&mut self, what: &What) -> anyhow::Result<Child> {
         match what {
             What::ControlPlane => {
-                let restore = self.mirror.write_restore(&self.home)?;
-                let child = control::start(&self.home, &self.bins, restore)?;
+                let child = control::start(&self.home, &self.bins, true)?;
                 let pid = child.id();
-                self.mirror.set_pid(pid);
+                if self.mode == Mode::Loopback {
+                    ledger::record(&self.home, pid, "control plane", Group::Shared)?;
+                }
                 self.home.update(|s| {
                     s.control_plane_pid = Some(pid);
                     s.control_plane_restarts = s.control_plane_restarts.saturating_add(1);
@@ -264,9 +267,12 @@ impl Keeper {
                 Ok(child)
             }
             What::Pod { pod, container } => {
-                let child = match container {
-                    Container::App => supervisor::start_app(&self.home, pod, &self.bins)?,
-                    Container::Proxy => supervisor::start_proxy(&self.home, pod, &self.bins)?,
+                let (home, bins) = (&self.home, &self.bins);
+                let child = match (self.mode, container) {
+                    (Mode::Netns, Container::App) => supervisor::start_app(home, pod, bins)?,
+                    (Mode::Netns, Container::Proxy) => supervisor::start_proxy(home, pod, bins)?,
+                    (Mode::Loopback, Container::App) => loopback::start_app(home, pod, bins)?,
+                    (Mode::Loopback, Container::Proxy) => loopback::start_proxy(home, pod, bins)?,
                 };
                 let pid = child.id();
                 let key = pod.plan.key();
@@ -297,7 +303,10 @@ impl Keeper {
     fn probe(&mut self, pod: &PodState) {
         let key = pod.plan.key();
         self.stop_probes(|p| p.pod == key);
-        let mut cmd = supervisor::probe_command(pod, &self.bins, true, READY_TIMEOUT);
+        let mut cmd = match self.mode {
+            Mode::Netns => supervisor::probe_command(pod, &self.bins, true, READY_TIMEOUT),
+            Mode::Loopback => loopback::probe_command(pod, &self.bins, true, READY_TIMEOUT),
+        };
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         match cmd.spawn() {
@@ -328,7 +337,9 @@ impl Keeper {
             for p in s.pods.iter_mut().filter(|p| passed.contains(&p.plan.key())) {
                 // Ready only if nothing died again while the probe ran.
                 let app = p.app_pid.is_some();
-                let proxy = !p.plan.sidecar || p.proxy_pid.is_some();
+                // Loopback pods without a sidecar have their plain forwarder there.
+                let has_proxy = p.plan.sidecar || loopback::is_loopback_pod(p);
+                let proxy = !has_proxy || p.proxy_pid.is_some();
                 p.ready = app && proxy;
             }
         });
@@ -349,12 +360,9 @@ impl Keeper {
         });
     }
 
-    /// Ends the probes and the mirror and hands back the running processes, to be stopped.
+    /// Ends the probes and hands back the running processes, to be stopped.
     pub(crate) fn into_children(mut self) -> Vec<Child> {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(thread) = self.mirror_thread.take() {
-            let _ = thread.join();
-        }
         self.stop_probes(|_| true);
         self.slots
             .into_iter()

@@ -1,5 +1,6 @@
 //! Bringing pods up and down, shared by `up` (the supervisor), `run` (one-off pods) and `down`
-//! (which must also work after a crash, from state.json and a sweep of `mw` names).
+//! (which must also work after a crash: in netns mode from state.json and a sweep of `mw`
+//! names, in loopback mode from the process ledger).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -8,6 +9,9 @@ use std::time::Duration;
 
 use super::capture::{self, VipPort};
 use super::hosts;
+use super::ledger;
+use super::loopback;
+use super::mode::Mode;
 use super::netns;
 use super::plan::{PodPlan, ServicePlan};
 use super::state::{Home, MeshState, PodState};
@@ -104,26 +108,48 @@ pub(crate) fn delete_pod(netns_name: &str, veth: &str) -> usize {
     pids.len()
 }
 
-/// Starts a pod's app (unless `with_app` is false) and proxy; returns the children and records
-/// their pids in `pod`.
+/// Starts a pod's app (unless `with_app` is false) and proxy — in loopback mode also the plain
+/// forwarder of a pod without sidecar, in `proxy_pid`; returns the children and records their
+/// pids in `pod`.
 pub(crate) fn start_pod(
     home: &Home,
     pod: &mut PodState,
     bins: &Binaries,
     with_app: bool,
+    mode: Mode,
 ) -> anyhow::Result<Vec<Child>> {
     let mut children = Vec::new();
     if with_app {
-        let app = supervisor::start_app(home, pod, bins)?;
+        let app = match mode {
+            Mode::Netns => supervisor::start_app(home, pod, bins)?,
+            Mode::Loopback => loopback::start_app(home, pod, bins)?,
+        };
         pod.app_pid = Some(app.id());
         children.push(app);
     }
-    if pod.plan.sidecar {
-        let proxy = supervisor::start_proxy(home, pod, bins)?;
+    let proxy = match mode {
+        Mode::Netns if pod.plan.sidecar => Some(supervisor::start_proxy(home, pod, bins)?),
+        Mode::Netns => None,
+        Mode::Loopback => Some(loopback::start_proxy(home, pod, bins)?),
+    };
+    if let Some(proxy) = proxy {
         pod.proxy_pid = Some(proxy.id());
         children.push(proxy);
     }
     Ok(children)
+}
+
+/// Waits until `pod` is ready (`app`: check its container ports too).
+pub(crate) fn wait_ready(
+    pod: &PodState,
+    bins: &Binaries,
+    app: bool,
+    mode: Mode,
+) -> Result<(), String> {
+    match mode {
+        Mode::Netns => supervisor::wait_ready(pod, bins, app, READY_TIMEOUT),
+        Mode::Loopback => loopback::wait_ready(pod, bins, app, READY_TIMEOUT),
+    }
 }
 
 /// What `down` found and removed.
@@ -141,9 +167,19 @@ pub(crate) struct Removed {
 
 /// Removes everything meshward may have created: the pods of `state`, and any `mw` namespace,
 /// link, `/etc/netns/mw-*` directory or `meshward` host rule left by a crash; then the runtime
-/// files (the CA stays).
+/// files (the CA stays). A loopback-mode mesh has only processes to stop ([`loopback::sweep`]).
 pub(crate) fn sweep(home: &Home, state: Option<&MeshState>) -> anyhow::Result<Removed> {
-    let mut removed = Removed::default();
+    if state.is_some_and(|s| Mode::of(s) == Mode::Loopback) {
+        return Ok(Removed {
+            processes: loopback::sweep(home)?,
+            ..Removed::default()
+        });
+    }
+    let mut removed = Removed {
+        // Processes of a loopback mesh whose state.json is gone.
+        processes: ledger::sweep(home, STOP_GRACE),
+        ..Removed::default()
+    };
     let existing: BTreeSet<String> = netns::list_netns().into_iter().collect();
     // Namespace → host veth (unknown for namespaces found only by the sweep).
     let mut namespaces: BTreeMap<String, String> = existing

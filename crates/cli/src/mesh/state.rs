@@ -5,13 +5,14 @@
 //! state.json              what is running: pods, services, processes (removed by `down`)
 //! state.lock              serialises read-modify-write of state.json between commands
 //! config/                 the proxies' configuration (generated; see `config`)
-//! mirror.json             the supervisor's copy of the control plane's store (see `mirror`)
-//! restore/                what a restarted control plane reloads (see `mirror`)
+//! store/                  the control plane's store, recorded (its `--state-dir`; see `control`)
+//! processes.json          loopback mode: the processes started, with their proof (see `ledger`)
 //! logs/<ns>/<pod>/{proxy,app}.log, logs/supervisor.log
 //! ```
 //!
-//! One mesh per machine: network names (`mw0`, `mw-*`) are global, so a second `up` is refused
-//! while state.json names a live supervisor.
+//! One mesh per machine: network names (`mw0`, `mw-*`), the loopback ranges and the control
+//! plane's ports are global, so a second `up` is refused while state.json names a live
+//! supervisor.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -101,10 +102,9 @@ impl Home {
     pub(crate) fn config_dir(&self) -> PathBuf {
         self.root.join("config")
     }
-    /// What a restarted control plane reloads besides `config/`: the resources `meshward
-    /// apply` gave the one before it.
-    pub(crate) fn restore_dir(&self) -> PathBuf {
-        self.root.join("restore")
+    /// The control plane's recorded store: what a restarted control plane serves.
+    pub(crate) fn store_dir(&self) -> PathBuf {
+        self.root.join("store")
     }
     /// Logs.
     pub(crate) fn logs_dir(&self) -> PathBuf {
@@ -123,13 +123,13 @@ impl Home {
             .join("tokens")
             .join(format!("{namespace}.{pod}.token"))
     }
-    /// The supervisor's copy of the control plane's store.
-    pub(crate) fn mirror_file(&self) -> PathBuf {
-        self.root.join("mirror.json")
-    }
     /// The detached supervisor's own log.
     pub(crate) fn supervisor_log(&self) -> PathBuf {
         self.logs_dir().join("supervisor.log")
+    }
+    /// The processes a loopback-mode mesh started (see `ledger`).
+    pub(crate) fn processes_file(&self) -> PathBuf {
+        self.root.join("processes.json")
     }
 
     /// Creates the root.
@@ -192,7 +192,7 @@ impl Home {
     pub(crate) fn remove_runtime_files(&self) -> Result<(), StateError> {
         for dir in [
             self.config_dir(),
-            self.restore_dir(),
+            self.store_dir(),
             self.logs_dir(),
             self.root.join("tokens"),
         ] {
@@ -202,7 +202,7 @@ impl Home {
                 Err(e) => return Err(io(&dir)(e)),
             }
         }
-        for file in [self.state_file(), self.mirror_file(), self.lock_file()] {
+        for file in [self.state_file(), self.processes_file(), self.lock_file()] {
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -245,11 +245,12 @@ pub(crate) struct PodState {
     /// What it is.
     #[serde(flatten)]
     pub(crate) plan: PodPlan,
-    /// Its network namespace (`mw-…`).
+    /// Its network namespace (`mw-…`); empty in loopback mode, which has none.
     pub(crate) netns: String,
-    /// The host end of its veth pair (`mw-…`).
+    /// The host end of its veth pair (`mw-…`); empty in loopback mode.
     pub(crate) veth: String,
-    /// The proxy's pid.
+    /// The proxy's pid: its sidecar, or in loopback mode for a pod without sidecar its plain
+    /// forwarder (see `loopback`).
     #[serde(default)]
     pub(crate) proxy_pid: Option<u32>,
     /// The app's pid.
@@ -266,7 +267,7 @@ pub(crate) struct PodState {
 /// state.json.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MeshState {
-    /// `netns` (root on Linux).
+    /// `netns` (root on Linux) or `loopback` (see `mode`).
     pub(crate) mode: String,
     /// The supervisor process (`meshward up`).
     pub(crate) supervisor_pid: u32,

@@ -1,8 +1,11 @@
-//! The processes of a pod, started inside its namespace with `ip netns exec` (which execs the
-//! command, so the child's pid is the process's own):
+//! The processes of a pod in netns mode (loopback mode's are in [`super::loopback`]), started
+//! inside its namespace with `ip netns exec` (which execs the command, so the child's pid is the
+//! process's own):
 //!
 //! - the app: the `meshward.dev/run` command under `sh -c`, or the built-in echo app, as root
-//!   (its traffic is captured like any application's);
+//!   (its traffic is captured like any application's), with `APP_HOST=0.0.0.0`, `PORT` (the
+//!   first container port), `PORTS` (all of them), `POD_IP`, `POD_NAME`, `POD_NAMESPACE` and
+//!   `SERVICE_ACCOUNT` in its environment;
 //! - the proxy (`meshward-proxy`), as uid/gid 1337 through `setpriv`, which is what exempts its
 //!   own traffic from capture. It keeps one ambient capability, `CAP_DAC_READ_SEARCH`, so it can
 //!   read the mesh CA and configuration under the (root-owned, often 0700) mesh home, as Istio's
@@ -22,7 +25,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use super::capture::{ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID};
-use super::state::{Home, PodState, alive};
+use super::state::{Home, PodState, StateError, alive};
 
 /// A process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,9 @@ pub(crate) enum SuperviseError {
     /// This executable's path is unknown.
     #[error("cannot find the meshward executable: {0}")]
     SelfExe(std::io::Error),
+    /// The process ledger (loopback mode) could not be written.
+    #[error("cannot record the process: {0}")]
+    Ledger(#[source] StateError),
 }
 
 /// The binaries pods run.
@@ -147,7 +153,15 @@ pub(crate) fn start_app(
                 );
         }
     }
-    cmd.env("POD_NAME", &p.name)
+    // Where to listen, as loopback mode says it too (see `loopback`): anywhere in the pod's
+    // namespace, on the declared ports.
+    let ports: Vec<String> = p.ports().iter().map(u16::to_string).collect();
+    if let Some(port) = ports.first() {
+        cmd.env("PORT", port);
+    }
+    cmd.env("APP_HOST", "0.0.0.0")
+        .env("PORTS", ports.join(" "))
+        .env("POD_NAME", &p.name)
         .env("POD_NAMESPACE", &p.namespace)
         .env("POD_IP", p.ip.to_string())
         .env("SERVICE_ACCOUNT", &p.service_account)

@@ -1,14 +1,21 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
-//! The local mesh for tests (netns mode): a mesh home in a temporary directory, `meshward` run
-//! against it, curl inside pods, and the check that `down` left nothing behind.
+//! The local mesh for tests: a mesh home in a temporary directory, `meshward` run against it,
+//! curl inside pods, and the check that `down` left nothing behind.
 //!
-//! Needs root, `ip`, `iptables`, `setpriv` and `curl` (Debian: iproute2, iptables, util-linux,
-//! curl; `.ci/run` installs them) and the `meshward-proxy` binary (built by `cargo test
-//! --workspace`, or `cargo build -p meshward-proxy`). Without them a test says so and passes.
-//! A mesh is global to the machine (one bridge, fixed addresses), so every test binary takes
-//! turns through one lock file.
+//! [`Mesh::new`] is netns mode: it needs root, `ip`, `iptables`, `setpriv` and `curl` (Debian:
+//! iproute2, iptables, util-linux, curl; `.ci/run` installs them). [`Mesh::loopback`] is
+//! loopback mode, which must work without root: when the test runs as root (as in CI), every
+//! `meshward` command runs as `nobody` (uid/gid 65534, through `setpriv`) with `HOME` in a
+//! temporary directory that user owns, and the binaries copied there when `nobody` cannot run
+//! them from `target/`; otherwise commands run as the test's own user. Both need the
+//! `meshward-proxy` binary (built by `cargo test --workspace`, or `cargo build -p
+//! meshward-proxy`). Without what they need, tests say so and pass.
+//!
+//! A mesh is global to the machine (one bridge or one loopback range, fixed ports), so every
+//! test binary takes turns through one lock file, held by the test process itself.
 
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -63,13 +70,57 @@ pub(crate) fn skip_reason() -> Option<String> {
     None
 }
 
+/// The unprivileged user loopback-mode tests run `meshward` as when they run as root.
+const NOBODY: u32 = 65534;
+
 /// A mesh home in a temporary directory; dropping it runs `meshward down`, so a failing test
 /// still removes everything.
 pub(crate) struct Mesh {
+    /// Netns mode: the mesh home (`MESHWARD_HOME`). Loopback mode: the user's `HOME` (and the
+    /// binaries, when copied); the mesh home is `HOME/.meshward`.
     pub(crate) home: tempfile::TempDir,
+    /// Loopback mode: how `meshward` runs.
+    loopback: Option<Loopback>,
     _turn: MutexGuard<'static, ()>,
     /// Held (flock) for the mesh's life; closing the file releases it.
     _machine_turn: File,
+}
+
+/// How a loopback-mode test runs `meshward`.
+struct Loopback {
+    /// `Some(65534)` when the test is root: commands switch to that user.
+    uid: Option<u32>,
+    meshward: PathBuf,
+    proxy: PathBuf,
+}
+
+/// Takes this process's and the machine's turn (see the module docs).
+fn take_turns() -> (MutexGuard<'static, ()>, File) {
+    let turn = ONE_MESH_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let machine_turn = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MACHINE_LOCK)
+        .unwrap();
+    machine_turn.lock().unwrap();
+    (turn, machine_turn)
+}
+
+/// Whether `nobody` can run `binary` where it is.
+fn nobody_can_run(binary: &Path) -> bool {
+    Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .args(["--clear-groups", "--"])
+        .arg(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Mesh {
@@ -78,18 +129,10 @@ impl Mesh {
             eprintln!("SKIPPED: the local mesh test needs root, iproute2, iptables, curl: {why}");
             return None;
         }
-        let turn = ONE_MESH_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let machine_turn = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(MACHINE_LOCK)
-            .unwrap();
-        machine_turn.lock().unwrap();
+        let (turn, machine_turn) = take_turns();
         let mesh = Self {
             home: tempfile::tempdir().unwrap(),
+            loopback: None,
             _turn: turn,
             _machine_turn: machine_turn,
         };
@@ -98,15 +141,104 @@ impl Mesh {
         Some(mesh)
     }
 
-    pub(crate) fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_meshward"))
-            .args(args)
-            .env("MESHWARD_HOME", self.home.path())
-            .env("MESHWARD_PROXY", proxy_binary().unwrap())
+    /// A loopback-mode mesh, run without root (see the module docs).
+    pub(crate) fn loopback() -> Option<Self> {
+        let missing: Vec<&str> = ["curl", "sh"].into_iter().filter(|t| !have(t)).collect();
+        let why = if !cfg!(target_os = "linux") {
+            Some("not Linux".to_owned())
+        } else if !missing.is_empty() {
+            Some(format!("missing tools: {}", missing.join(", ")))
+        } else if proxy_binary().is_none() {
+            Some("meshward-proxy is not built (cargo build -p meshward-proxy)".to_owned())
+        } else if is_root() && !have("setpriv") {
+            Some("running as root without setpriv to drop privileges".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            eprintln!("SKIPPED: the loopback mesh test needs curl and meshward-proxy: {why}");
+            return None;
+        }
+        let (turn, machine_turn) = take_turns();
+        let home = tempfile::tempdir().unwrap();
+        let meshward = PathBuf::from(env!("CARGO_BIN_EXE_meshward"));
+        let proxy = proxy_binary().unwrap();
+        let loopback = if is_root() {
+            let dir = home.path();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+            let place = |binary: &Path| {
+                if nobody_can_run(binary) {
+                    return binary.to_owned();
+                }
+                let copy = dir.join(binary.file_name().unwrap());
+                std::fs::copy(binary, &copy).unwrap();
+                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+                copy
+            };
+            Loopback {
+                uid: Some(NOBODY),
+                meshward: place(&meshward),
+                proxy: place(&proxy),
+            }
+        } else {
+            Loopback {
+                uid: None,
+                meshward,
+                proxy,
+            }
+        };
+        let mesh = Self {
+            home,
+            loopback: Some(loopback),
+            _turn: turn,
+            _machine_turn: machine_turn,
+        };
+        mesh.down_quietly();
+        Some(mesh)
+    }
+
+    /// Where the mesh keeps its state.
+    pub(crate) fn mesh_home(&self) -> PathBuf {
+        match &self.loopback {
+            Some(_) => self.home.path().join(".meshward"),
+            None => self.home.path().to_owned(),
+        }
+    }
+
+    /// `meshward ARGS...` for this mesh, not yet started.
+    fn command(&self, args: &[&str]) -> Command {
+        let Some(loopback) = &self.loopback else {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshward"));
+            cmd.args(args)
+                .env("MESHWARD_HOME", self.home.path())
+                .env("MESHWARD_PROXY", proxy_binary().unwrap())
+                .env("NO_COLOR", "1");
+            return cmd;
+        };
+        let mut cmd = match loopback.uid {
+            Some(uid) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .args(["--clear-groups", "--"])
+                    .arg(&loopback.meshward);
+                cmd
+            }
+            None => Command::new(&loopback.meshward),
+        };
+        // `HOME`, not `MESHWARD_HOME`: the default `~/.meshward` is what a user gets.
+        cmd.args(args)
+            .env("HOME", self.home.path())
+            .env_remove("MESHWARD_HOME")
+            .env("MESHWARD_PROXY", &loopback.proxy)
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .current_dir(self.home.path());
+        cmd
+    }
+
+    pub(crate) fn cmd(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
     }
 
     pub(crate) fn up(&self, files: &[PathBuf]) {
@@ -146,11 +278,7 @@ impl Mesh {
 
     /// A `meshward` command that runs in the background (a client loop inside a pod).
     pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_meshward"))
-            .args(args)
-            .env("MESHWARD_HOME", self.home.path())
-            .env("MESHWARD_PROXY", proxy_binary().unwrap())
-            .env("NO_COLOR", "1")
+        self.command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -160,7 +288,7 @@ impl Mesh {
 
     /// The mesh's state.json.
     pub(crate) fn state(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.home.path().join("state.json")).unwrap();
+        let text = std::fs::read_to_string(self.mesh_home().join("state.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -265,6 +393,62 @@ impl Mesh {
             "only the mesh CA may stay in the mesh home: {files:?}"
         );
     }
+
+    /// Everything `down` must remove in loopback mode is gone: no process started with this
+    /// test's `HOME` (every process of the mesh inherits it), nothing listening in the loopback
+    /// pod and app ranges, and only the CA left in `~/.meshward`.
+    pub(crate) fn assert_clean_loopback(&self) {
+        let marker = format!("HOME={}", self.home.path().display());
+        let procs: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter_map(|e| {
+                let environ = std::fs::read(e.path().join("environ")).ok()?;
+                let ours = environ.split(|&b| b == 0).any(|v| v == marker.as_bytes());
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let zombie = stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                (ours && !zombie).then(|| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+            })
+            .collect();
+        assert!(procs.is_empty(), "processes left: {procs:?}");
+        let listening = loopback_listeners();
+        assert!(listening.is_empty(), "still listening: {listening:?}");
+        let files: Vec<String> = std::fs::read_dir(self.mesh_home())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            files.iter().all(|f| f == "ca"),
+            "only the mesh CA may stay in the mesh home: {files:?}"
+        );
+    }
+}
+
+/// Listening TCP sockets in 127.100.0.0/16 and 127.101.0.0/16 (`/proc/net/tcp`), as `ip:port`.
+pub(crate) fn loopback_listeners() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state) = (fields.get(1)?, fields.get(3)?);
+            // 0A is LISTEN; addresses are the IPv4 bytes in host (little-endian) order.
+            if *state != "0A" {
+                return None;
+            }
+            let (ip, port) = local.split_once(':')?;
+            let ip = u32::from_str_radix(ip, 16).ok()?.to_le_bytes();
+            let port = u16::from_str_radix(port, 16).ok()?;
+            (ip[0] == 127 && (ip[1] == 100 || ip[1] == 101))
+                .then(|| format!("{}.{}.{}.{}:{port}", ip[0], ip[1], ip[2], ip[3]))
+        })
+        .collect()
 }
 
 impl Drop for Mesh {

@@ -1,16 +1,16 @@
 //! The store: all-or-nothing changes, errors naming file, line and field, versions only on
-//! change, sources owning their resources.
+//! change, sources owning their resources, the most recent write of a resource winning.
 
 use super::*;
 
-fn file(name: &str, text: &str) -> InputFile {
+pub(super) fn file(name: &str, text: &str) -> InputFile {
     InputFile {
         name: name.to_owned(),
         text: text.to_owned(),
     }
 }
 
-const MESH: &str = "apiVersion: v1
+pub(super) const MESH: &str = "apiVersion: v1
 kind: Namespace
 metadata:
   name: foo
@@ -30,7 +30,7 @@ spec:
     - containerPort: 8000
 ";
 
-const ALLOW: &str = "apiVersion: security.istio.io/v1
+pub(super) const ALLOW: &str = "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
   name: allow-get
@@ -45,7 +45,7 @@ spec:
         methods: [GET]
 ";
 
-const INVALID: &str = "apiVersion: security.istio.io/v1
+pub(super) const INVALID: &str = "apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
   name: broken
@@ -235,4 +235,127 @@ fn declarations_in_the_policytest_shape_are_stored() {
     assert_eq!(current.entries[0].key.kind, "PolicyTest");
     let web = current.mesh.inventory.workload("foo", "web").unwrap();
     assert_eq!(web.address.to_string(), "127.0.0.5");
+}
+
+/// One write in a precedence scenario.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// The watched folder reloaded, its policy file allowing these methods (`None`: the file
+    /// no longer holds the policy).
+    File(Option<&'static str>),
+    /// The folder reloaded with the same policy, reformatted (comments, other lines).
+    FileReformatted(&'static str),
+    /// `meshward apply` of the policy allowing these methods.
+    Apply(&'static str),
+    /// `meshward delete` of the policy.
+    Delete,
+}
+
+fn policy(methods: &str) -> String {
+    ALLOW.replace("[GET]", methods)
+}
+
+fn run_write(store: &Store, write: Write) {
+    let folder = Source::Path("mesh/".into());
+    match write {
+        Write::File(methods) => {
+            let mut files = vec![file("mesh/a.yaml", MESH)];
+            if let Some(m) = methods {
+                files.push(file("mesh/b.yaml", &policy(m)));
+            }
+            store.replace_source(folder, &files).unwrap();
+        }
+        Write::FileReformatted(methods) => {
+            let text = format!("# reviewed\n\n{}", policy(methods));
+            store
+                .replace_source(
+                    folder,
+                    &[file("mesh/a.yaml", MESH), file("mesh/b.yaml", &text)],
+                )
+                .unwrap();
+        }
+        Write::Apply(methods) => {
+            store
+                .apply(Source::Api, &[file("applied.yaml", &policy(methods))])
+                .unwrap();
+        }
+        Write::Delete => {
+            store.delete(&[allow_get_key()]).unwrap();
+        }
+    }
+}
+
+fn allow_get_key() -> StoreKey {
+    StoreKey {
+        kind: "AuthorizationPolicy".into(),
+        namespace: "foo".into(),
+        name: "allow-get".into(),
+    }
+}
+
+/// Who holds the policy and what it allows, or `None` when it is not in the store.
+fn policy_state(store: &Store) -> Option<(String, String)> {
+    let current = store.current();
+    let entry = current.entries.iter().find(|e| e.key == allow_get_key())?;
+    let writer = match &entry.source {
+        Source::Api => "api".to_owned(),
+        Source::Path(p) => p.display().to_string(),
+    };
+    let methods = entry.object["spec"]["rules"][0]["to"][0]["operation"]["methods"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    Some((writer, methods))
+}
+
+use Write::{Apply, Delete, File, FileReformatted};
+
+#[test_case::test_case(&[File(Some("[GET]")), Apply("[HEAD]"), File(Some("[GET]"))], Some(("api", "HEAD")); "an untouched file reload keeps an apply")]
+#[test_case::test_case(&[File(Some("[GET]")), Delete, File(Some("[GET]"))], None; "an untouched file reload keeps a delete")]
+#[test_case::test_case(&[File(Some("[GET]")), Apply("[HEAD]"), FileReformatted("[GET]")], Some(("api", "HEAD")); "a reformatted file keeps an apply")]
+#[test_case::test_case(&[File(Some("[GET]")), Apply("[HEAD]"), File(Some("[POST]"))], Some(("mesh/", "POST")); "a file edit after an apply wins")]
+#[test_case::test_case(&[File(Some("[GET]")), Delete, File(Some("[POST]"))], Some(("mesh/", "POST")); "a file edit after a delete creates it again")]
+#[test_case::test_case(&[File(Some("[GET]")), File(Some("[POST]")), Apply("[HEAD]")], Some(("api", "HEAD")); "an apply after a file edit wins")]
+#[test_case::test_case(&[Apply("[HEAD]"), File(Some("[GET]"))], Some(("mesh/", "GET")); "a file that adds the resource after an apply wins")]
+#[test_case::test_case(&[File(Some("[GET]")), File(None)], None; "removing it from the file deletes what the file owns")]
+#[test_case::test_case(&[File(Some("[GET]")), Apply("[HEAD]"), File(None)], Some(("api", "HEAD")); "removing it from the file leaves the applied one")]
+#[test_case::test_case(&[File(Some("[GET]")), Apply("[HEAD]"), File(None), File(Some("[GET]"))], Some(("mesh/", "GET")); "adding it back to the file is a new write")]
+#[test_case::test_case(&[File(Some("[GET]")), FileReformatted("[GET]")], Some(("mesh/", "GET")); "a file reload refreshes what the file owns")]
+fn the_most_recent_write_of_a_resource_wins(writes: &[Write], expected: Option<(&str, &str)>) {
+    let store = Store::new();
+    for write in writes {
+        run_write(&store, *write);
+    }
+    let expected = expected.map(|(w, m)| (w.to_owned(), m.to_owned()));
+    assert_eq!(policy_state(&store), expected, "after {writes:?}");
+    // The rest of the folder is untouched by all of it.
+    assert!(
+        store
+            .current()
+            .mesh
+            .inventory
+            .workload("foo", "httpbin")
+            .is_some()
+    );
+}
+
+#[test]
+fn a_reformatted_file_points_its_resources_at_their_new_lines() {
+    let store = Store::new();
+    run_write(&store, File(Some("[GET]")));
+    let before = store.current().version;
+    run_write(&store, FileReformatted("[GET]"));
+    let current = store.current();
+    let entry = current
+        .entries
+        .iter()
+        .find(|e| e.key == allow_get_key())
+        .unwrap();
+    assert!(entry.document.text.starts_with("# reviewed"), "{entry:?}");
+    assert_eq!(current.version, before + 1, "proxies get the new lines");
 }

@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 
 use crate::observe::metrics::TlsHandshakes;
 use crate::state::StateHandle;
+use crate::wire::PortShift;
 use drain::{Drain, DrainControl};
 pub use event::{AuthzVerdict, EventSink, InboundEvent, tracing_sink};
 pub use upstream::AppTarget;
@@ -107,6 +108,18 @@ pub enum InboundError {
         /// The error.
         source: std::io::Error,
     },
+    /// Two workload ports would share one port on the wire (see [`crate::wire::PortShift`]).
+    #[error(
+        "workload ports {port} and {twin} would both listen on port {twin} (ports below 1024 are shifted by {offset})"
+    )]
+    PortClash {
+        /// The shifted port.
+        port: u16,
+        /// The declared port it collides with.
+        twin: u16,
+        /// The shift.
+        offset: u16,
+    },
 }
 
 /// What every connection shares.
@@ -149,6 +162,7 @@ pub struct Inbound {
     events: EventSink,
     timeouts: Timeouts,
     handshakes: TlsHandshakes,
+    port_shift: PortShift,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -157,6 +171,7 @@ impl std::fmt::Debug for Inbound {
             .field("app", &self.app)
             .field("mode", &self.mode)
             .field("timeouts", &self.timeouts)
+            .field("port_shift", &self.port_shift)
             .finish_non_exhaustive()
     }
 }
@@ -173,7 +188,17 @@ impl Inbound {
             events: tracing_sink(),
             timeouts: Timeouts::default(),
             handshakes: TlsHandshakes::default(),
+            port_shift: PortShift::NONE,
         }
+    }
+
+    /// Serves and dials the workload's ports on the wire as `shift` says: per-port listeners
+    /// bind the shifted ports and the application is reached on them, while policies, routes
+    /// and events keep the declared (logical) port (see [`crate::wire`]). The capture
+    /// listener is not affected: redirected connections carry their real destination.
+    pub fn with_port_shift(mut self, shift: PortShift) -> Self {
+        self.port_shift = shift;
+        self
     }
 
     /// Delivers events to `sink`.
@@ -197,32 +222,51 @@ impl Inbound {
     /// Binds the listeners (so their addresses are known before serving).
     pub async fn bind(self) -> Result<Listening, InboundError> {
         let server_config = tls::server_config(&self.tls)?;
-        let (addrs, capture): (Vec<SocketAddr>, bool) = match &self.mode {
-            ListenerMode::Capture { addr } => (vec![*addr], true),
-            ListenerMode::PerPort { bind_ip, ports } => (
-                ports
+        let shift = self.port_shift;
+        // (logical address, wire address): they differ only for shifted per-port listeners.
+        let (addrs, capture): (Vec<(SocketAddr, SocketAddr)>, bool) = match &self.mode {
+            ListenerMode::Capture { addr } => (vec![(*addr, *addr)], true),
+            ListenerMode::PerPort { bind_ip, ports } => {
+                if let (Some((port, twin)), Some(offset)) = (shift.clash(ports), shift.offset()) {
+                    return Err(InboundError::PortClash { port, twin, offset });
+                }
+                let addrs = ports
                     .iter()
-                    .map(|p| SocketAddr::new(*bind_ip, *p))
-                    .collect(),
-                false,
-            ),
+                    .map(|p| {
+                        let logical = SocketAddr::new(*bind_ip, *p);
+                        (logical, shift.wire_addr(logical))
+                    })
+                    .collect();
+                (addrs, false)
+            }
         };
         let mut listeners = Vec::with_capacity(addrs.len());
-        for addr in addrs {
+        for (logical, addr) in addrs {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| InboundError::Bind { addr, source })?;
             let local = listener
                 .local_addr()
                 .map_err(|source| InboundError::Bind { addr, source })?;
-            listeners.push((listener, local));
+            // A connection's destination port is the listener's logical port (the kernel's
+            // choice when the port was 0).
+            let listen = if logical == addr { local } else { logical };
+            listeners.push(Listener {
+                listener,
+                listen,
+                local,
+            });
         }
         let shared = Arc::new(Shared {
             state: self.state,
             tls: self.tls,
             server_config,
             upstreams: Upstreams::new(
-                self.app,
+                if shift == PortShift::NONE {
+                    self.app
+                } else {
+                    self.app.with_port_shift(shift)
+                },
                 UpstreamTimeouts {
                     connect: self.timeouts.upstream_connect,
                     idle: self.timeouts.upstream_idle,
@@ -246,18 +290,28 @@ impl Inbound {
     }
 }
 
+/// One bound listener.
+#[derive(Debug)]
+struct Listener {
+    listener: TcpListener,
+    /// What its connections are addressed to, as policies see it.
+    listen: SocketAddr,
+    /// What it is bound to on the wire.
+    local: SocketAddr,
+}
+
 /// Bound listeners, ready to serve.
 #[derive(Debug)]
 pub struct Listening {
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    listeners: Vec<Listener>,
     capture: bool,
     shared: Arc<Shared>,
 }
 
 impl Listening {
-    /// The addresses listened on.
+    /// The addresses listened on (on the wire).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(_, addr)| *addr).collect()
+        self.listeners.iter().map(|l| l.local).collect()
     }
 
     /// Serves until `shutdown` resolves. Then stops accepting, lets connections in flight
@@ -265,13 +319,16 @@ impl Listening {
     /// close), closes what is left, and returns once every connection task has ended.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let control = DrainControl::new();
-        for (listener, addr) in self.listeners {
+        for Listener {
+            listener, listen, ..
+        } in self.listeners
+        {
             let Some(drain) = control.handle() else {
                 continue;
             };
             tokio::spawn(accept_loop(
                 listener,
-                addr,
+                listen,
                 self.capture,
                 self.shared.clone(),
                 drain,

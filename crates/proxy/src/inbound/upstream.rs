@@ -19,16 +19,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
+use crate::wire::PortShift;
 
 /// Idle pooled connections kept per application port.
 const MAX_IDLE_PER_PORT: usize = 64;
 
 /// Where the application listens, per destination port: `127.0.0.1:<port>` unless overridden
-/// (a sidecar forwards inbound traffic to the application on localhost).
+/// (a sidecar forwards inbound traffic to the application on localhost), at the port's wire
+/// port when ports are shifted (see [`crate::wire`]).
 #[derive(Debug, Clone)]
 pub struct AppTarget {
     host: IpAddr,
     overrides: HashMap<u16, SocketAddr>,
+    port_shift: PortShift,
 }
 
 impl Default for AppTarget {
@@ -36,6 +39,7 @@ impl Default for AppTarget {
         Self {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             overrides: HashMap::new(),
+            port_shift: PortShift::NONE,
         }
     }
 }
@@ -50,8 +54,15 @@ impl AppTarget {
     pub fn on_host(host: IpAddr) -> Self {
         Self {
             host,
-            overrides: HashMap::new(),
+            ..Self::default()
         }
+    }
+
+    /// The application serves each port below 1024 at its shifted wire port (explicit
+    /// [`AppTarget::with_port`] addresses are used as given).
+    pub fn with_port_shift(mut self, shift: PortShift) -> Self {
+        self.port_shift = shift;
+        self
     }
 
     /// Traffic for destination port `port` goes to `addr`.
@@ -65,7 +76,7 @@ impl AppTarget {
         self.overrides
             .get(&port)
             .copied()
-            .unwrap_or(SocketAddr::new(self.host, port))
+            .unwrap_or(SocketAddr::new(self.host, self.port_shift.wire(port)))
     }
 }
 

@@ -24,6 +24,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::resolve::{MtlsTarget, Transport};
 use crate::observe::metrics::{TlsHandshakes, TlsSide};
+use crate::wire::{self, PortShift, SourceBind};
 
 /// More distinct (identities, ALPN) pairs than this means the mesh changed a lot; the cache
 /// is dropped and rebuilt on demand rather than grown without bound.
@@ -235,6 +236,12 @@ pub struct Connector {
     configs: Mutex<ClientConfigs>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
+    /// Where mesh endpoints listen on the wire (see [`crate::wire`]).
+    port_shift: PortShift,
+    /// The local address connections leave from.
+    source: SourceBind,
+    /// Originate plaintext whatever the route says (the plain forwarder has no identity).
+    plaintext_only: bool,
 }
 
 impl Connector {
@@ -256,7 +263,33 @@ impl Connector {
             }),
             connect_timeout,
             handshake_timeout,
+            port_shift: PortShift::NONE,
+            source: SourceBind::default(),
+            plaintext_only: false,
         }
+    }
+
+    /// Dials mesh endpoints at their wire ports ([`Connector::mesh_endpoint`]) and binds
+    /// connections to `source` where it can route (see [`crate::wire`]).
+    pub fn with_wire(mut self, port_shift: PortShift, source: SourceBind) -> Self {
+        self.port_shift = port_shift;
+        self.source = source;
+        self
+    }
+
+    /// Originates plaintext on every connection, whatever DestinationRules or auto mTLS would
+    /// choose: for a client without an identity (the plain forwarder), which has nothing to
+    /// originate mTLS with and which Istio's rules do not cover (they apply to sidecars).
+    pub fn plaintext_only(mut self) -> Self {
+        self.plaintext_only = true;
+        self
+    }
+
+    /// The address to dial for a mesh endpoint the mesh names `logical` (pod IP and container
+    /// port): the port shift applies to mesh endpoints only, never to destinations outside
+    /// the mesh.
+    pub fn mesh_endpoint(&self, logical: SocketAddr) -> SocketAddr {
+        self.port_shift.wire_addr(logical)
     }
 
     /// Connects to `addr` and originates `transport`.
@@ -266,12 +299,18 @@ impl Connector {
         transport: &Transport,
         protocol: AppProtocol,
     ) -> Result<Upstream, ConnectError> {
+        let transport = if self.plaintext_only {
+            &Transport::Plaintext
+        } else {
+            transport
+        };
         // Refuse before opening anything: a configuration this proxy cannot honour must not
         // leave a half-open connection behind.
         if let Transport::Refused(reason) = transport {
             return Err(ConnectError::Unsupported(reason.clone()));
         }
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        let source = self.source.for_destination(addr.ip());
+        let tcp = tokio::time::timeout(self.connect_timeout, wire::connect(addr, source))
             .await
             .map_err(|_| ConnectError::Timeout)?
             .map_err(ConnectError::Tcp)?;

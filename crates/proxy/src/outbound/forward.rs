@@ -92,7 +92,7 @@ pub(super) async fn forward(
         let target = match &route {
             Route::Mesh(m) => match shared.resolver.pick(state_version, m) {
                 Some(ep) => Target {
-                    addr: ep.address,
+                    addr: shared.connector.mesh_endpoint(ep.address),
                     transport: ep.transport.clone(),
                     workload: Some(ep.workload.clone()),
                 },

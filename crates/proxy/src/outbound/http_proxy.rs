@@ -1,8 +1,15 @@
 //! The explicit HTTP proxy port, for environments without traffic capture: clients send
 //! absolute-form requests (`GET http://httpbin.foo:8000/path HTTP/1.1`, what `curl -x` and
 //! `http_proxy=` produce) and `CONNECT host:port` for TCP or TLS tunnels.
+//!
+//! The plain forwarder (a pod without a sidecar, see [`super::OutboundConfig::plain_forwarder`])
+//! stands for "no proxy at all": when the upstream closes or resets the connection before
+//! answering (a STRICT sidecar refusing plaintext), the client's connection is reset too, with
+//! no response, so the client sees what it would see talking to that sidecar directly (curl
+//! exit 56), where a sidecar would answer Envoy's 503.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use http::uri::Authority;
@@ -18,12 +25,14 @@ use super::event::Listener;
 use super::forward::{Downstream, forward};
 use super::record::{record_route, request_recorder};
 use super::reply::{
-    connect_failure, dns_failure, local_reply, loop_detected, no_healthy_upstream, route_failure,
+    UpstreamReset, connect_failure, dns_failure, local_reply, loop_detected, no_healthy_upstream,
+    route_failure,
 };
 use super::resolve::Destination;
-use super::server::serve_http;
+use super::server::{serve_http, serve_http_or_abort};
 use super::tunnel::{self, TcpFailure};
 use crate::observe::record::ResponseFlags;
+use crate::wire;
 
 /// The status line of a successful `CONNECT`.
 const ESTABLISHED: ReasonPhrase = ReasonPhrase::from_static(b"Connection established");
@@ -36,9 +45,47 @@ pub(super) async fn serve(shared: Arc<Shared>, stream: TcpStream, remote: Socket
         local,
         listener: Listener::HttpProxy,
     };
+    if shared.plain_forwarder {
+        serve_resetting(shared, stream, down).await;
+        return;
+    }
     let handler_shared = shared.clone();
     serve_http(&shared, stream, move |req| {
         handle(handler_shared.clone(), req, down)
+    })
+    .await;
+}
+
+/// The plain forwarder's downstream connection was reset because its upstream's was.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream closed the connection without a response; the client's is reset")]
+struct PassedOnReset;
+
+/// Serves one client of the plain forwarder (see the module docs).
+async fn serve_resetting(shared: Arc<Shared>, stream: TcpStream, down: Downstream) {
+    // hyper owns the stream while it serves; a second descriptor of the same socket lets the
+    // handler switch the close to a reset (the socket closes with the last descriptor).
+    let socket: Arc<OwnedFd> = match stream.as_fd().try_clone_to_owned() {
+        Ok(fd) => Arc::new(fd),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot duplicate a client socket; closed");
+            return;
+        }
+    };
+    let handler_shared = shared.clone();
+    serve_http_or_abort(&shared, stream, move |req| {
+        let shared = handler_shared.clone();
+        let socket = socket.clone();
+        async move {
+            let response = handle(shared, req, down).await;
+            if response.extensions().get::<UpstreamReset>().is_none() {
+                return Ok(response);
+            }
+            if let Err(e) = wire::reset_on_close(&*socket) {
+                tracing::debug!(error = %e, "cannot make the client connection end in a reset");
+            }
+            Err(PassedOnReset)
+        }
     })
     .await;
 }

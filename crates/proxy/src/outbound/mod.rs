@@ -41,6 +41,7 @@ use tokio::sync::watch;
 
 use crate::observe::metrics::TlsHandshakes;
 use crate::state::StateHandle;
+use crate::wire::{PortShift, SourceBind};
 
 pub use connect::{AppProtocol, ConnectError, Connector};
 pub use event::{EventSink, Listener, OutboundEvent, log_sink};
@@ -97,6 +98,14 @@ pub struct OutboundConfig {
     pub timeouts: Timeouts,
     /// Counts completed mTLS handshakes.
     pub handshakes: TlsHandshakes,
+    /// Where mesh endpoints listen on the wire (see [`crate::wire`]).
+    pub port_shift: PortShift,
+    /// The local address upstream connections leave from.
+    pub source: SourceBind,
+    /// The plain forwarder of a pod without a sidecar: plaintext only, and an upstream that
+    /// closes or resets before answering resets the client's connection instead of getting
+    /// Envoy's 503, as the client would see without any proxy in between.
+    pub plain_forwarder: bool,
 }
 
 impl OutboundConfig {
@@ -110,6 +119,9 @@ impl OutboundConfig {
             event_sink: log_sink(),
             timeouts: Timeouts::default(),
             handshakes: TlsHandshakes::default(),
+            port_shift: PortShift::NONE,
+            source: SourceBind::default(),
+            plain_forwarder: false,
         }
     }
 }
@@ -120,6 +132,9 @@ impl std::fmt::Debug for OutboundConfig {
             .field("http_proxy_addr", &self.http_proxy_addr)
             .field("transparent_addr", &self.transparent_addr)
             .field("timeouts", &self.timeouts)
+            .field("port_shift", &self.port_shift)
+            .field("source", &self.source)
+            .field("plain_forwarder", &self.plain_forwarder)
             .finish_non_exhaustive()
     }
 }
@@ -136,16 +151,22 @@ impl Outbound {
     /// An outbound proxy with `config`; nothing is bound yet.
     pub fn new(config: OutboundConfig) -> Self {
         let timeouts = config.timeouts;
+        let mut connector = Connector::new(
+            config.tls,
+            config.handshakes,
+            timeouts.connect,
+            timeouts.tls_handshake,
+        )
+        .with_wire(config.port_shift, config.source);
+        if config.plain_forwarder {
+            connector = connector.plaintext_only();
+        }
         Outbound {
             shared: Arc::new(Shared {
                 state: config.state,
                 resolver: Resolver::new(),
-                connector: Connector::new(
-                    config.tls,
-                    config.handshakes,
-                    timeouts.connect,
-                    timeouts.tls_handshake,
-                ),
+                connector,
+                plain_forwarder: config.plain_forwarder,
                 pool: Arc::new(Pool::new(timeouts.pool_idle, MAX_IDLE_PER_KEY)),
                 sink: config.event_sink,
                 timeouts,
@@ -317,6 +338,8 @@ struct Shared {
     drain: Arc<Drain>,
     /// The proxy's own listeners, so a request naming them is refused instead of looping.
     own_addrs: OnceLock<Vec<SocketAddr>>,
+    /// See [`OutboundConfig::plain_forwarder`].
+    plain_forwarder: bool,
 }
 
 impl std::fmt::Debug for Shared {

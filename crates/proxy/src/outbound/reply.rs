@@ -103,15 +103,22 @@ pub(super) fn dns_failure(rec: Recorder, why: String) -> Response<Body> {
     )
 }
 
+/// Marks the local reply to an upstream that closed or reset before answering, for the plain
+/// forwarder, which passes the reset on instead (see `http_proxy`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UpstreamReset;
+
 /// Envoy's 503 when the upstream closed or reset before a response.
 pub(super) fn upstream_reset(rec: Recorder, error: &hyper::Error) -> Response<Body> {
     tracing::debug!(error = %error, "upstream request failed");
-    local_reply(
+    let mut response = local_reply(
         rec,
         StatusCode::SERVICE_UNAVAILABLE,
         ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
         "upstream_reset_before_response_started{connection_termination}".to_owned(),
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             .to_owned(),
-    )
+    );
+    response.extensions_mut().insert(UpstreamReset);
+    response
 }

@@ -67,6 +67,10 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// What to originate towards it (auto mTLS decides per endpoint, §3.4).
     pub transport: Transport,
+    /// The client TLS mode decided for it — DestinationRule `trafficPolicy.tls.mode`, or auto
+    /// mTLS's choice — of which `transport` is the execution (`SIMPLE` and `MUTUAL` are decided
+    /// but refused). What `/config_dump` reports as the sidecar's TLS towards the endpoint.
+    pub tls_mode: TlsMode,
     /// Why: `DestinationRule ns/name`, `auto mTLS`, or why auto mTLS chose plaintext.
     pub tls_source: String,
 }
@@ -479,6 +483,7 @@ fn endpoint_of(endpoint: &Workload, port: u16, tls: &ClientTls) -> Endpoint {
         workload: endpoint.key(),
         address: SocketAddr::new(endpoint.address, port),
         transport: transport(tls),
+        tls_mode: tls.mode,
         tls_source: match &tls.source {
             TlsSource::DestinationRule(dr) => format!("DestinationRule {dr}"),
             TlsSource::AutoMtls => "auto mTLS".to_owned(),

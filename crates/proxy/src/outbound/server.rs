@@ -26,6 +26,24 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_http_or_abort(shared, stream, move |req| {
+        let answer = handle(req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    })
+    .await;
+}
+
+/// [`serve_http`] with a handler that may refuse to answer: an `Err` makes hyper drop the
+/// connection without writing a response.
+pub(super) async fn serve_http_or_abort<F, Fut, E>(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    handle: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<Response<Body>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
     let _ = stream.set_nodelay(true);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -38,10 +56,7 @@ where
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .keep_alive_interval(Duration::from_secs(60));
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let handle = handle.clone();
-        async move { Ok::<_, Infallible>(handle(req).await) }
-    });
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| handle(req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let finished = tokio::select! {

@@ -64,7 +64,8 @@ pub(super) async fn open_tcp(
                 .resolver
                 .pick(state_version, m)
                 .ok_or(TcpFailure::NoEndpoint)?;
-            (ep.address, ep.transport.clone(), Some(ep.workload.clone()))
+            let addr = shared.connector.mesh_endpoint(ep.address);
+            (addr, ep.transport.clone(), Some(ep.workload.clone()))
         }
         Route::Passthrough(p) => {
             let addr = p

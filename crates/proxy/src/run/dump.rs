@@ -5,9 +5,21 @@
 //!
 //! `/config_dump` keys: `version` (the proxy's own state version), `control_plane` (the
 //! control-plane snapshot version in force and the last NACK, in control-plane mode), `workload`,
-//! `identity`, `trust_domains`, `ports`, `listeners`, `clusters`, `peer_authentication`,
-//! `authorization_policies`, `request_authentications`, `jwt_providers`, `services`,
-//! `workloads`.
+//! `identity`, `trust_domains`, `ports`, `listeners`, `clusters`, `workload_routes`,
+//! `peer_authentication`, `authorization_policies`, `request_authentications`, `jwt_providers`,
+//! `services`, `workloads`.
+//!
+//! The server side of mTLS: `peer_authentication.mode` is the workload-level effective mode,
+//! which every inbound port without a port-level setting enforces; `ports[].mtls` is the mode
+//! each declared port enforces, and `peer_authentication.ports` the port-level settings, all
+//! read from the state the inbound listener consults per connection.
+//!
+//! The client side: every endpoint in `clusters` (service ports, as a connection to the
+//! service's name or VIP is routed) and in `workload_routes` (each workload port, as a
+//! connection captured to the pod's own address is routed) carries `tls_mode`, the TLS this
+//! sidecar originates towards it (`DISABLE`, `SIMPLE`, `MUTUAL`, `ISTIO_MUTUAL`), and `tls`,
+//! what a connection does with it (`REFUSED` for a mode the sidecar cannot originate). Both are
+//! built per dump by the resolver the outbound listeners route with, from the same state.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -16,7 +28,7 @@ use meshward_identity::{CertInfo, Credentials};
 use serde_json::{Value, json};
 
 use crate::control::client::ClientStatus;
-use crate::outbound::resolve::{Destination, Resolver, Route, Transport};
+use crate::outbound::resolve::{Destination, MeshRoute, Resolver, Route, Transport};
 use crate::state::ProxyState;
 
 /// The listeners this proxy bound, known once they are up (the admin server starts first).
@@ -62,6 +74,7 @@ pub(crate) fn config_dump(
         "ports": ports,
         "listeners": listeners_dump(state, listeners),
         "clusters": clusters_dump(state),
+        "workload_routes": workload_routes_dump(state),
         "peer_authentication": peer_authentication_dump(state),
         "authorization_policies": authorization_dump(state),
         "request_authentications": request_authentications_dump(state),
@@ -171,43 +184,74 @@ fn clusters_dump(state: &ProxyState) -> Value {
                     continue;
                 }
             };
-            let endpoints: Vec<Value> = route
-                .endpoints
-                .iter()
-                .map(|e| {
-                    let (tls, sni, expected, refused) = match &e.transport {
-                        Transport::Plaintext => ("DISABLE", None, Vec::new(), None),
-                        Transport::Mtls(target) => (
-                            "ISTIO_MUTUAL",
-                            Some(target.sni.to_string()),
-                            target.expected.iter().map(|id| id.uri()).collect(),
-                            None,
-                        ),
-                        Transport::Refused(why) => {
-                            ("REFUSED", None, Vec::new(), Some(why.to_string()))
-                        }
-                    };
-                    json!({
-                        "workload": e.workload,
-                        "address": e.address.to_string(),
-                        "tls": tls,
-                        "sni": sni,
-                        "expected_identities": expected,
-                        "tls_source": e.tls_source,
-                        "refused": refused,
-                    })
-                })
-                .collect();
-            clusters.push(json!({
-                "name": route.cluster.to_string(),
-                "service": route.service.as_deref().unwrap_or(&host),
-                "port": route.service_port,
-                "protocol": protocol_name(route.protocol),
-                "endpoints": endpoints,
-            }));
+            clusters.push(cluster_entry(&route, &host));
         }
     }
     Value::Array(clusters)
+}
+
+/// Every port of every workload as the outbound resolver routes a connection captured to the
+/// pod's own address (a client calling a pod IP, or `to.workload` in a PolicyTest): the pod is a
+/// mesh endpoint, reached through the service whose target port it is when there is one.
+fn workload_routes_dump(state: &ProxyState) -> Value {
+    let resolver = Resolver::new();
+    let mut routes = Vec::new();
+    for workload in &state.mesh.inventory.workloads {
+        for port in &workload.ports {
+            let address = SocketAddr::new(workload.address, port.port);
+            let mut entry = match resolver.resolve(state, Destination::Address(address)) {
+                Ok(Route::Mesh(route)) => cluster_entry(&route, &address.ip().to_string()),
+                Ok(Route::Passthrough(_)) => {
+                    json!({"name": crate::outbound::resolve::PASSTHROUGH_CLUSTER})
+                }
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            if let Some(map) = entry.as_object_mut() {
+                map.insert("workload".to_owned(), json!(workload.key()));
+                map.insert("address".to_owned(), json!(address.to_string()));
+                map.insert("target_port".to_owned(), json!(port.port));
+            }
+            routes.push(entry);
+        }
+    }
+    Value::Array(routes)
+}
+
+/// One route: its cluster and each endpoint with the TLS this sidecar originates towards it.
+fn cluster_entry(route: &MeshRoute, host: &str) -> Value {
+    let endpoints: Vec<Value> = route
+        .endpoints
+        .iter()
+        .map(|e| {
+            let (tls, sni, expected, refused) = match &e.transport {
+                Transport::Plaintext => ("DISABLE", None, Vec::new(), None),
+                Transport::Mtls(target) => (
+                    "ISTIO_MUTUAL",
+                    Some(target.sni.to_string()),
+                    target.expected.iter().map(|id| id.uri()).collect(),
+                    None,
+                ),
+                Transport::Refused(why) => ("REFUSED", None, Vec::new(), Some(why.to_string())),
+            };
+            json!({
+                "workload": e.workload,
+                "address": e.address.to_string(),
+                "tls": tls,
+                "tls_mode": e.tls_mode.as_str(),
+                "sni": sni,
+                "expected_identities": expected,
+                "tls_source": e.tls_source,
+                "refused": refused,
+            })
+        })
+        .collect();
+    json!({
+        "name": route.cluster.to_string(),
+        "service": route.service.as_deref().unwrap_or(host),
+        "port": route.service_port,
+        "protocol": protocol_name(route.protocol),
+        "endpoints": endpoints,
+    })
 }
 
 fn peer_authentication_dump(state: &ProxyState) -> Value {
@@ -297,4 +341,90 @@ pub(crate) fn certs_dump(credentials: &Credentials) -> Value {
         .filter_map(|r| CertInfo::parse(r).ok())
         .collect();
     json!({ "default": cert, "ROOTCA": roots })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESH: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: shop}
+spec: {clusterIP: 10.96.0.20, selector: {app: backend}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tls-backend, namespace: shop}
+spec: {selector: {app: backend}, ports: [{name: http, port: 81, targetPort: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tls-backend, namespace: shop}
+spec: {host: tls-backend.shop.svc.cluster.local, trafficPolicy: {tls: {mode: SIMPLE}}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: backend, namespace: shop}
+spec: {selector: {matchLabels: {app: backend}}, mtls: {mode: PERMISSIVE}, portLevelMtls: {8080: {mode: STRICT}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: backend-0, namespace: shop, labels: {app: backend}}
+spec: {serviceAccountName: backend, containers: [{name: app, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.244.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: frontend-0, namespace: shop, labels: {app: frontend}}
+spec: {containers: [{name: app, ports: [{containerPort: 9000}]}]}
+status: {podIP: 10.244.0.12}
+";
+
+    fn dump(workload: &str) -> Value {
+        let report = meshward_api::load_text(MESH, "mesh.yaml", None);
+        assert!(!report.has_errors(), "{:?}", report.diagnostics);
+        let mesh = meshward_policy::declared::mesh_from_report(&report).unwrap();
+        let (ns, name) = workload.split_once('/').unwrap();
+        config_dump(&ProxyState::build(mesh, ns, name, 1).unwrap(), None, None)
+    }
+
+    #[test]
+    fn the_server_side_reports_the_workload_and_port_modes() {
+        let dump = dump("shop/backend-0");
+        assert_eq!(dump["peer_authentication"]["mode"], "PERMISSIVE");
+        assert_eq!(dump["ports"][0]["port"], 8080);
+        assert_eq!(dump["ports"][0]["mtls"], "STRICT");
+    }
+
+    #[test]
+    fn every_route_carries_the_tls_mode_the_resolver_decided() {
+        let dump = dump("shop/frontend-0");
+        let cluster = |service: &str| {
+            dump["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["service"] == service)
+                .unwrap()
+                .clone()
+        };
+        let auto = &cluster("backend.shop.svc.cluster.local")["endpoints"][0];
+        assert_eq!(auto["tls_mode"], "ISTIO_MUTUAL");
+        assert_eq!(auto["tls"], "ISTIO_MUTUAL");
+        // SIMPLE is decided from the DestinationRule and refused when a connection is made.
+        let simple = &cluster("tls-backend.shop.svc.cluster.local")["endpoints"][0];
+        assert_eq!(simple["tls_mode"], "SIMPLE");
+        assert_eq!(simple["tls"], "REFUSED");
+        // A pod address is routed as the endpoint of the service whose target port it is.
+        let routes = dump["workload_routes"].as_array().unwrap();
+        let backend = routes
+            .iter()
+            .find(|r| r["workload"] == "shop/backend-0")
+            .unwrap();
+        assert_eq!(backend["address"], "10.244.0.11:8080");
+        assert_eq!(backend["target_port"], 8080);
+        assert_eq!(backend["endpoints"][0]["tls_mode"], "ISTIO_MUTUAL");
+        assert_eq!(routes.len(), 2, "one per workload port: {routes:?}");
+    }
 }

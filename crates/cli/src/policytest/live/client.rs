@@ -22,8 +22,9 @@ use super::wire::{HttpSpec, Observed, Probe, ProbeResult, TCP_LINE, TlsSpec, Wir
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for the whole exchange after connecting.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How much of a response body is kept (a whole `/config_dump`; denials are a line).
-const BODY_LIMIT: usize = 64 * 1024;
+/// How much of a response body is kept: a whole `/config_dump` (its routes grow with the
+/// services and workloads of the document); denials are a line.
+const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Runs every probe in order.
 pub(crate) fn run_batch(probes: &[Probe]) -> anyhow::Result<Vec<ProbeResult>> {

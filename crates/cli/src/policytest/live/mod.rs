@@ -8,8 +8,9 @@
 //! until every proxy has ACKed that version; the cases become probes ([`cases`]) that one
 //! client process per source pod sends ([`client`], `meshward live-client`); what came back,
 //! with the destination sidecar's access-log line ([`logs`]), is read as a decision and compared
-//! with the case ([`judge`]); then the pods are removed. Cases that cannot be sent live are
-//! reported as skipped with the reason, never passed.
+//! with the case ([`judge`]); then the pods are removed. Configuration-only cases read the
+//! proxies' `/config_dump` or try the port in question ([`config`]). Cases that cannot be run
+//! live are reported as skipped with the reason, never passed.
 //!
 //! Documents with `expectErrors` run no mesh: their resources are handed to the control
 //! plane's store, which must refuse them with the expected errors.
@@ -18,6 +19,7 @@ pub(crate) mod client;
 pub(crate) mod wire;
 
 mod cases;
+mod config;
 mod declare;
 mod judge;
 mod logs;
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use meshward_api::LoadedTest;
 use meshward_api::policytest::TestCase;
 
-use self::cases::{CaseAction, TrafficCase};
+use self::cases::{CaseAction, DumpCase, PortProbe, TrafficCase};
 use self::logs::{AuthzSeen, Logs};
 use self::pods::{DocMesh, Spot};
 use self::session::Session;
@@ -39,7 +41,7 @@ use self::wire::{Observed, Probe, ProbeResult};
 use crate::mesh::plan::plan_declared;
 use crate::policytest::build_mesh;
 
-/// What each case's probe brought back (by case index), or why it did not run.
+/// What each probe brought back (by probe id), or why it did not run.
 type Observations = BTreeMap<usize, Result<ProbeResult, String>>;
 
 /// How long the runner waits for access-log lines after a document's traffic.
@@ -127,7 +129,7 @@ fn run_document(
         Ok(m) => m,
         Err(e) => return all(cases, &Status::Failed, &e.to_string()),
     };
-    let declared = match plan_declared(&mesh) {
+    let mut declared = match plan_declared(&mesh) {
         Ok(d) => d,
         Err(e) => return all(cases, &Status::Skipped(format!("cannot run live: {e}")), ""),
     };
@@ -136,9 +138,22 @@ fn run_document(
         return all(cases, &Status::Failed, &format!("{e:#}"));
     }
     let actions = cases::plan_cases(session, &mesh, &declared, cases, doc, now);
-    let runnable = actions
-        .iter()
-        .any(|a| matches!(a, CaseAction::Traffic(_) | CaseAction::MtlsMode { .. }));
+    // A port tried for its mode is served by the workload's app too, so an accepted request
+    // gets an answer; the workload still does not declare it to the control plane.
+    for a in &actions {
+        if let CaseAction::PortProbe(p) = a
+            && let Some(pod) = declared
+                .plan
+                .pods
+                .iter_mut()
+                .find(|pod| pod.key() == p.workload)
+            && let Some(app) = pod.containers.first_mut()
+            && !app.ports.contains(&p.port)
+        {
+            app.ports.push(p.port);
+        }
+    }
+    let runnable = actions.iter().any(|a| !a.probes().is_empty());
     let mut observed: Observations = BTreeMap::new();
     let mut logs = Logs::default();
     if runnable {
@@ -158,10 +173,8 @@ fn run_document(
             }
             Err(e) => {
                 let detail = format!("{e:#}");
-                for (i, a) in actions.iter().enumerate() {
-                    if matches!(a, CaseAction::Traffic(_) | CaseAction::MtlsMode { .. }) {
-                        observed.insert(i, Err(detail.clone()));
-                    }
+                for (_, probe) in actions.iter().flat_map(CaseAction::probes) {
+                    observed.insert(probe.id, Err(detail.clone()));
                 }
             }
         }
@@ -169,8 +182,7 @@ fn run_document(
     cases
         .iter()
         .zip(actions)
-        .enumerate()
-        .map(|(i, (case, action))| judge_case(case, action, observed.remove(&i), &logs))
+        .map(|(case, action)| judge_case(case, action, &mut observed, &logs))
         .collect()
 }
 
@@ -184,12 +196,7 @@ fn run_traffic(
 ) -> anyhow::Result<(Observations, Logs)> {
     let mut batches: BTreeMap<Spot, Vec<Probe>> = BTreeMap::new();
     let mut sources: BTreeSet<Ipv4Addr> = BTreeSet::new();
-    for a in actions {
-        let (spot, probe) = match a {
-            CaseAction::Traffic(t) => (&t.spot, &t.probe),
-            CaseAction::MtlsMode { spot, probe, .. } => (spot, probe),
-            _ => continue,
-        };
+    for (spot, probe) in actions.iter().flat_map(CaseAction::probes) {
         if let Some(ip) = probe.bind.as_deref().and_then(|b| b.parse().ok()) {
             sources.insert(ip);
         }
@@ -287,9 +294,11 @@ fn read_logs(
         .collect();
     let wanted: Vec<(&TrafficCase, &ProbeResult)> = actions
         .iter()
-        .enumerate()
-        .filter_map(|(i, a)| match (a, observed.get(&i)) {
-            (CaseAction::Traffic(t), Some(Ok(r))) if t.destination_sidecar => Some((t, r)),
+        .filter_map(|a| match a {
+            CaseAction::Traffic(t) if t.destination_sidecar => match observed.get(&t.probe.id) {
+                Some(Ok(r)) => Some((t, r)),
+                _ => None,
+            },
             _ => None,
         })
         .collect();
@@ -331,90 +340,124 @@ fn line_of(logs: &Logs, t: &TrafficCase, r: &ProbeResult) -> Option<AuthzSeen> {
 fn judge_case(
     case: &TestCase,
     action: CaseAction,
-    observed: Option<Result<ProbeResult, String>>,
+    observed: &mut Observations,
     logs: &Logs,
 ) -> LiveResult {
-    let observed = match (&action, observed) {
-        (CaseAction::Skip(why), _) => {
-            return result(case, Status::Skipped(why.clone()), String::new());
-        }
-        (CaseAction::Fail(why), _) => return result(case, Status::Failed, why.clone()),
-        (_, None) => return result(case, Status::Failed, "the case was not run".to_owned()),
-        (_, Some(Err(e))) => return result(case, Status::Failed, e),
-        (_, Some(Ok(r))) => r,
+    let mut take = |probe: &Probe| -> Result<ProbeResult, String> {
+        observed
+            .remove(&probe.id)
+            .unwrap_or_else(|| Err("the case was not run".to_owned()))
     };
     match action {
-        CaseAction::Traffic(t) => {
-            let authz = if t.destination_sidecar {
-                line_of(logs, &t, &observed)
-            } else {
-                None
-            };
-            let seen = judge::verdict(&observed.observed, authz.as_ref());
-            let failures = judge::compare(&case.expect, &seen, authz.as_ref());
-            let mut happened = format!(
-                "live: {} ({})",
-                seen.as_str(),
-                judge::describe(&observed.observed)
-            );
-            if let Some(a) = &authz
-                && !a.reason.is_empty()
-            {
-                happened.push_str(&format!("; proxy: {}", a.reason));
-            }
-            happened.push_str(&format!("; offline: {}", t.offline));
-            if failures.is_empty() {
-                result(case, Status::Passed, happened)
-            } else {
-                result(
-                    case,
-                    Status::Failed,
-                    format!("{}; {happened}", failures.join("; ")),
-                )
-            }
-        }
-        CaseAction::MtlsMode { port, expected, .. } => {
-            let actual = match &observed.observed {
-                Observed::Response {
-                    status: 200, body, ..
-                } => mode_of(body, port),
-                other => Err(format!("/config_dump: {}", judge::describe(other))),
-            };
-            match actual {
-                Ok(mode) if mode == expected => result(
-                    case,
-                    Status::Passed,
-                    format!("live: mtlsMode {mode} (proxy /config_dump)"),
-                ),
-                Ok(mode) => result(
-                    case,
-                    Status::Failed,
-                    format!("expected mtlsMode {expected}, got {mode} (proxy /config_dump)"),
-                ),
-                Err(e) => result(case, Status::Failed, e),
-            }
-        }
-        CaseAction::Skip(_) | CaseAction::Fail(_) => {
-            result(case, Status::Failed, "unreachable".to_owned())
-        }
+        CaseAction::Skip(why) => result(case, Status::Skipped(why), String::new()),
+        CaseAction::Fail(why) => result(case, Status::Failed, why),
+        CaseAction::Traffic(t) => match take(&t.probe) {
+            Ok(r) => judge_traffic(case, &t, &r, logs),
+            Err(e) => result(case, Status::Failed, e),
+        },
+        CaseAction::Dump(d) => match take(&d.probe) {
+            Ok(r) => judge_dump(case, &d, &r.observed),
+            Err(e) => result(case, Status::Failed, e),
+        },
+        CaseAction::PortProbe(p) => match (take(&p.plaintext), take(&p.mtls)) {
+            (Ok(plain), Ok(mtls)) => judge_port(case, &p, &plain.observed, &mtls.observed),
+            (Err(e), _) | (_, Err(e)) => result(case, Status::Failed, e),
+        },
     }
 }
 
-/// The mode `/config_dump` reports for `port`.
-fn mode_of(body: &str, port: u16) -> Result<String, String> {
-    let dump: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("/config_dump is not JSON: {e}"))?;
-    dump.get("ports")
-        .and_then(|p| p.as_array())
-        .and_then(|ports| {
-            ports
-                .iter()
-                .find(|p| p.get("port").and_then(|n| n.as_u64()) == Some(u64::from(port)))
-        })
-        .and_then(|p| p.get("mtls"))
-        .and_then(|m| m.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("/config_dump lists no mode for port {port}"))
+fn judge_traffic(
+    case: &TestCase,
+    t: &TrafficCase,
+    observed: &ProbeResult,
+    logs: &Logs,
+) -> LiveResult {
+    let authz = if t.destination_sidecar {
+        line_of(logs, t, observed)
+    } else {
+        None
+    };
+    let seen = judge::verdict(&observed.observed, authz.as_ref());
+    let failures = judge::compare(&case.expect, &seen, authz.as_ref());
+    let mut happened = format!(
+        "live: {} ({})",
+        seen.as_str(),
+        judge::describe(&observed.observed)
+    );
+    if let Some(a) = &authz
+        && !a.reason.is_empty()
+    {
+        happened.push_str(&format!("; proxy: {}", a.reason));
+    }
+    happened.push_str(&format!("; offline: {}", t.offline));
+    if failures.is_empty() {
+        result(case, Status::Passed, happened)
+    } else {
+        result(
+            case,
+            Status::Failed,
+            format!("{}; {happened}", failures.join("; ")),
+        )
+    }
+}
+
+/// A configuration value read from a proxy's `/config_dump`.
+fn judge_dump(case: &TestCase, d: &DumpCase, observed: &Observed) -> LiveResult {
+    let field = d.check.field();
+    let actual = match observed {
+        Observed::Response {
+            status: 200, body, ..
+        } => d.check.read(body),
+        other => Err(format!("/config_dump: {}", judge::describe(other))),
+    };
+    let whose = match &d.spot {
+        Spot::Pod { key, .. } => format!("{key} proxy /config_dump"),
+        Spot::Outside => "proxy /config_dump".to_owned(),
+    };
+    match actual {
+        Ok(value) if value == d.expected => result(
+            case,
+            Status::Passed,
+            format!("live: {field} {value} ({whose}); offline: {}", d.offline),
+        ),
+        Ok(value) => result(
+            case,
+            Status::Failed,
+            format!(
+                "expected {field} {}, got {value} ({whose}); offline: {}",
+                d.expected, d.offline
+            ),
+        ),
+        Err(e) => result(case, Status::Failed, e),
+    }
+}
+
+/// The mode a port showed to a plaintext and an mTLS request.
+fn judge_port(case: &TestCase, p: &PortProbe, plaintext: &Observed, mtls: &Observed) -> LiveResult {
+    let seen = format!(
+        "plaintext: {}; mTLS: {}",
+        judge::describe(plaintext),
+        judge::describe(mtls)
+    );
+    match config::port_mode(plaintext, mtls) {
+        Ok(mode) if mode == p.expected => result(
+            case,
+            Status::Passed,
+            format!(
+                "live: mtlsMode {mode} on undeclared port {} ({seen}); offline: {}",
+                p.port, p.offline
+            ),
+        ),
+        Ok(mode) => result(
+            case,
+            Status::Failed,
+            format!(
+                "expected mtlsMode {}, got {mode} on undeclared port {} ({seen}); offline: {}",
+                p.expected, p.port, p.offline
+            ),
+        ),
+        Err(e) => result(case, Status::Failed, format!("{e} ({seen})")),
+    }
 }
 
 /// `expectErrors`: the control plane's store must refuse the document with each listed error.
