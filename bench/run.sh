@@ -36,6 +36,9 @@
 #            raw/<scenario>-<wrk|oha>-<proxy>.syscalls); divide by that run's requests for calls per request.
 #   PERF=allocs  count each proxy's malloc and realloc calls (perf uprobes; once, as root:
 #            perf probe -x /usr/lib/x86_64-linux-gnu/libc.so.6 malloc; … realloc).
+#   PERF=functions  record which functions of the proxy ever run (a uprobe on each; raw/functions.txt):
+#            crates/proxy/link-order.txt is that file, so the release build links them side by side
+#            (see bench/code_order.py). The probes slow everything down: no numbers from that run.
 #   PERF=allocsites  where those mallocs come from: one second of call stacks (perf record,
 #            DWARF unwinding; read with `perf report -i raw/<…>.allocsites --no-children`).
 # Needs root (ip netns, iptables, setpriv), and: apt-get install -y wrk nginx-light curl iptables
@@ -89,8 +92,18 @@ cleanup() {
   done
   PID=()
   if ip netns list 2>/dev/null | grep -qw "$NETNS"; then ip netns delete "$NETNS" 2>/dev/null || true; fi
+  if [ -n "${PROBES:-}" ]; then python3 "$HERE/code_order.py" probe-remove || true; PROBES=; fi
 }
 trap cleanup EXIT INT TERM
+
+# PERF=functions: a uprobe on every function of the proxy binary; the ones that fired become
+# raw/functions.txt (see code_order.py). Removed on exit.
+functions_setup() {
+  [ "${PERF:-0}" = functions ] || return 0
+  log "PERF=functions: probing every function of $MW (this run's numbers are not measurements)"
+  python3 "$HERE/code_order.py" probe-add "$MW"
+  PROBES=1
+}
 stop() { local p=${PID[$1]:-}; [ -n "$p" ] || return 0; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; unset "PID[$1]"; }
 wait_http() { for _ in $(seq 1 100); do $NSX curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; log "timeout waiting for $1"; return 1; }
 
@@ -269,6 +282,9 @@ mem_record() {
     local p=${PID[$c]:-}; [ -n "$p" ] || continue
     p=$(leaf_pid "$p")
     printf '%s\t%s\t%s\t%s\n' "$1" "$c" "$(awk '/^VmRSS/{print $2}' /proc/$p/status)" "$(awk '/^VmHWM/{print $2}' /proc/$p/status)" >> "$OUT/raw/memory.tsv"
+    # Where the resident pages are (code, heap, stacks), for reading next to the totals.
+    cp "/proc/$p/smaps" "$OUT/raw/$1-$c.smaps" 2>/dev/null || true
+    python3 "$HERE/code_order.py" pages "$p" > "$OUT/raw/$1-$c.pages" 2>/dev/null || true
   done
 }
 
@@ -376,6 +392,7 @@ cat "$OUT/env.txt" >&2
 
 log "certificates (shared/bench/envoy-baseline/gen-certs.sh)"
 rm -rf "$WORK"; mkdir -p "$WORK"
+functions_setup
 "$BASE/gen-certs.sh" "$WORK/certs" > "$OUT/raw/certs.txt"
 C=$WORK/certs
 write_mw_config
@@ -436,6 +453,7 @@ for scen in $SCENARIOS; do
 done
 stop nginx
 
+if [ -n "${PROBES:-}" ]; then python3 "$HERE/code_order.py" probe-collect "$MW" > "$OUT/raw/functions.txt"; fi
 python3 "$HERE/summarize.py" "$OUT" | tee "$OUT/summary.md"
 log "results in $OUT"
 [ "$FAILED_CHECKS" = 0 ] || { log "$FAILED_CHECKS behaviour checks failed (see checks.txt)"; exit 1; }

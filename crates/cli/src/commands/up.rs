@@ -39,6 +39,13 @@ use crate::mesh::supervisor::{self, Binaries};
 /// How often the supervisor looks at its processes.
 const TICK: Duration = Duration::from_millis(200);
 
+/// What to try on the embedded default (seed 000's frontend and backend), printed once it is ready.
+const DEFAULT_NEXT_STEPS: &[&str] = &[
+    "try: meshward exec deploy/frontend -- curl -s http://backend/   (mTLS, the echo names the caller's identity)",
+    "then: meshward apply -f examples/seeds/000-frontend-backend-mtls-authz/01-peer-authentication.yaml (STRICT mTLS), 02-deny-all.yaml, 03-backend-allow-frontend.yaml",
+    "and: meshward run intruder -- curl -s http://backend/   (403 RBAC: access denied)",
+];
+
 /// `meshward up`.
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -304,6 +311,12 @@ fn supervise(
         state.pods.len(),
         state.services.len()
     ));
+    if files.is_empty() {
+        // The embedded default is seed 000's apps: point at the tutorial's next steps.
+        for hint in DEFAULT_NEXT_STEPS {
+            progress.step(*hint);
+        }
+    }
     progress.step("running; Ctrl-C or `meshward down` stops it");
     // From here on, whatever exits is restarted (`restart`) until the mesh is stopped.
     let mut keeper = Keeper::new(home, &bins, children, &state, stop.clone());

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Which of the proxy's functions run, and a link order that keeps them together.
+
+A sidecar's resident memory is mostly its own code: the kernel maps a binary's code a fault-around
+window (64 KiB) at a time, so a function that runs is resident together with whatever the linker
+put next to it. Placing the functions that run next to each other (lld's --symbol-ordering-file,
+read by crates/proxy/build.rs from crates/proxy/link-order.txt) leaves the code that never runs in
+pages that are never mapped.
+
+    code_order.py probe-add BINARY     a uprobe on the entry of every function of BINARY (tracefs
+                                       group `mwcode`; root)
+    code_order.py probe-collect BINARY the functions whose probe fired, in address order, mangled:
+                                       lld's --symbol-ordering-file format
+    code_order.py probe-remove         removes the `mwcode` probes
+    code_order.py resident PID         resident KiB per mapping of the proxy binary (code, read-only
+                                       data, …), from /proc/PID/pagemap
+    code_order.py pages PID            the file offsets of the resident pages of the proxy's code
+
+`bench/run.sh` with PERF=functions adds the probes before its scenarios and writes
+raw/functions.txt after them (the probes slow the proxies down: that run's numbers are not
+measurements). A function counts once it has run at all, start-up included: start-up code is
+resident for the proxy's whole life too.
+"""
+
+import os
+import struct
+import subprocess
+import sys
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TRACEFS = "/sys/kernel/tracing"
+GROUP = "mwcode"
+
+
+def text_segment(binary):
+    """(file offset, virtual address) of the executable LOAD segment."""
+    out = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "LOAD" and "E" in parts[6:-1]:
+            return int(parts[1], 16), int(parts[2], 16)
+    raise SystemExit(f"{binary}: no executable LOAD segment")
+
+
+def functions(binary):
+    """(file offset, mangled name) of each function with code, one per address."""
+    seg_offset, seg_vaddr = text_segment(binary)
+    nm = subprocess.run(["nm", "-S", "--defined-only", binary], capture_output=True, text=True, check=True).stdout
+    by_address = {}
+    for line in nm.splitlines():
+        parts = line.split()
+        if len(parts) != 4 or parts[2] not in "tTwW" or int(parts[1], 16) == 0:
+            continue
+        by_address.setdefault(int(parts[0], 16), parts[3])
+    return [(addr - seg_vaddr + seg_offset, name) for addr, name in sorted(by_address.items())]
+
+
+def probe_add(binary):
+    binary = os.path.realpath(binary)
+    probe_remove()
+    events = os.open(f"{TRACEFS}/uprobe_events", os.O_WRONLY | os.O_APPEND)
+    try:
+        for i, (offset, _) in enumerate(functions(binary)):
+            os.write(events, f"p:{GROUP}/f{i} {binary}:{offset:#x}\n".encode())
+    finally:
+        os.close(events)
+    with open(f"{TRACEFS}/events/{GROUP}/enable", "w") as enable:
+        enable.write("1")
+
+
+def probe_collect(binary):
+    binary = os.path.realpath(binary)
+    names = functions(binary)
+    hit = set()
+    with open(f"{TRACEFS}/uprobe_profile") as profile:
+        for line in profile:
+            parts = line.split()
+            # "<file> <event> <hits> [<misses>]"; events are named f<index into functions()>
+            if len(parts) >= 3 and parts[1].startswith("f") and int(parts[2]) > 0:
+                hit.add(int(parts[1][1:]))
+    for i in sorted(hit):
+        print(names[i][1])
+
+
+def probe_remove():
+    enable = f"{TRACEFS}/events/{GROUP}/enable"
+    if not os.path.exists(enable):
+        return
+    with open(enable, "w") as f:
+        f.write("0")
+    events = os.open(f"{TRACEFS}/uprobe_events", os.O_WRONLY | os.O_APPEND)
+    try:
+        # The whole group at once (one synchronisation instead of one per probe) …
+        try:
+            os.write(events, f"-:{GROUP}/\n".encode())
+        except OSError:
+            pass
+        # … and one by one where the kernel does not take that form.
+        with open(f"{TRACEFS}/uprobe_events") as f:
+            ours = [line.split()[0][2:] for line in f if line.startswith(f"p:{GROUP}/")]
+        for name in ours:
+            os.write(events, f"-:{name}\n".encode())
+    finally:
+        os.close(events)
+
+
+def binary_mappings(pid):
+    """(perms, file offset, resident page indexes) of each mapping of the proxy binary in PID."""
+    with open(f"/proc/{pid}/maps") as maps:
+        rows = [line.split() for line in maps]
+    out = []
+    for parts in rows:
+        if len(parts) < 6 or not parts[5].endswith("meshward-proxy"):
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            pagemap.seek(start // PAGE * 8)
+            data = pagemap.read((end - start) // PAGE * 8)
+        present = [i for i in range(len(data) // 8) if struct.unpack_from("<Q", data, i * 8)[0] >> 63 & 1]
+        out.append((parts[1], int(parts[2], 16), (end - start) // PAGE, present))
+    return out
+
+
+def resident(pid):
+    for perms, _, pages, present in binary_mappings(pid):
+        print(f"{perms} {len(present) * PAGE // 1024:>6} KiB of {pages * PAGE // 1024:>6} KiB")
+
+
+def pages(pid):
+    """The file offsets of the resident pages of the proxy's code."""
+    for perms, offset, _, present in binary_mappings(pid):
+        if "x" in perms:
+            for i in present:
+                print(offset + i * PAGE)
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "probe-add":
+        probe_add(argv[2])
+    elif len(argv) == 3 and argv[1] == "probe-collect":
+        probe_collect(argv[2])
+    elif len(argv) == 2 and argv[1] == "probe-remove":
+        probe_remove()
+    elif len(argv) == 3 and argv[1] == "pages":
+        pages(int(argv[2]))
+    elif len(argv) == 3 and argv[1] == "resident":
+        resident(int(argv[2]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
