@@ -210,6 +210,86 @@ fn apply_get_delete_against_a_running_control_plane() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// `meshward apply -f` of a seed tutorial's whole folder (manifests, policies and the
+/// policytest.yaml beside them) configures the mesh with the manifests and policies only: the
+/// PolicyTests are test descriptions, ignored with a warning naming file and line, and none of
+/// the workloads, service accounts, services or resources they imagine reaches the proxies.
+#[test]
+fn applying_a_folder_with_policytests_ignores_them_and_serves_only_the_manifests() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/seeds/000-frontend-backend-mtls-authz");
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("mesh");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::copy(seed.join("00-apps.yaml"), watched.join("00-apps.yaml")).unwrap();
+    let cp = start(dir.path(), &watched);
+    let url = cp.url.as_str();
+    let workloads = |url: &str| -> Vec<String> {
+        let out = meshward(url, &["get", "workloads", "-o", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                format!(
+                    "{} {}",
+                    w["name"].as_str().unwrap(),
+                    w["identity"].as_str().unwrap()
+                )
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let served = [
+        "backend spiffe://cluster.local/ns/default/sa/backend-sa",
+        "frontend spiffe://cluster.local/ns/default/sa/frontend-sa",
+    ];
+    assert_eq!(workloads(url), served);
+
+    let out = meshward(url, &["apply", "-f", seed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("authorizationpolicy/deny-all -n default created"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("deployment/backend -n default configured"),
+        "the Deployment the control plane already serves is the same resource: {stdout}"
+    );
+    assert!(!stdout.contains("policytest"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = seed.join("policytest.yaml");
+    assert!(
+        stderr.contains(&format!(
+            "{}:18:1: PolicyTest default/seed-000-step-2-mesh-wide-strict ignored: a PolicyTest \
+             with test cases is run with `meshward test`, not applied",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("ignored: a PolicyTest").count(),
+        4,
+        "{stderr}"
+    );
+
+    // The same two workloads, with their own service accounts, and nothing the tests declare.
+    assert_eq!(workloads(url), served);
+    let out = meshward(url, &["get", "dr"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No resources found."),
+        "the tests' embedded DestinationRule is not applied: {}",
+        text(&out)
+    );
+    let out = meshward(url, &["get", "svc", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+}
+
 #[test]
 fn get_into_a_closed_pipe_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();

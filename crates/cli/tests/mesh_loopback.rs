@@ -3,7 +3,8 @@
 //! sockets — mTLS between sidecars with the caller's identity at the app, STRICT resetting a
 //! plaintext client (curl exit 56), deny-all then allow-frontend (200 vs 403 `RBAC: access
 //! denied`), a policy on port 80 (served at 10080 on the wire) with an `ipBlocks` source (the
-//! sidecar's bound pod address) — and `down` leaving no process, listener or file.
+//! sidecar's bound pod address), the seed's PolicyTests applied live changing nothing — and
+//! `down` leaving no process, listener or file.
 //!
 //! When the test runs as root (as in CI), every `meshward` command runs as `nobody`
 //! (`support::Mesh::loopback`). Meshes are global to the machine, so the tests take turns with
@@ -219,6 +220,26 @@ fn seed_000_in_loopback_mode_without_root() {
     let c = mesh.curl(&["run", "test", "-n", "default"], "http://backend", &[]);
     assert_eq!(c.http, "403", "{c:?}");
     assert_eq!(c.body, "RBAC: access denied", "{c:?}");
+
+    // The seed's PolicyTests (test descriptions whose workloads run as other service accounts,
+    // stage by stage) applied to the live mesh: ignored with a warning, and nothing changes for
+    // the proxies: no unknown-issuer reset, frontend still 200, the intruder still 403.
+    let out = mesh.apply_output(&[dir.join("policytest.yaml")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ignored: a PolicyTest with test cases is run with `meshward test`"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("policytest"));
+    let c = mesh.curl(&["run", "intruder", "-n", "default"], "http://backend", &[]);
+    assert_eq!(
+        (c.http.as_str(), c.body.as_str()),
+        ("403", "RBAC: access denied"),
+        "{c:?}"
+    );
+    let c = mesh.curl(&["exec", "deploy/frontend"], "http://backend/", &[]);
+    assert_eq!((c.exit, c.http.as_str()), (Some(0), "200"), "{c:?}");
 
     // One-off pods are gone once their command ends; the table says how clients get in.
     assert_eq!(mesh.pods().as_array().unwrap().len(), 4);

@@ -30,6 +30,13 @@
 //! Reformatting a file (same content, other lines) re-points the resources the file still owns
 //! at their new lines, and is otherwise not a change.
 //!
+//! ## PolicyTests
+//!
+//! A PolicyTest with test cases describes a test and the mesh it imagines; `meshward test` runs
+//! it. It is not configuration: applying one (alone or within a folder) ignores it with a
+//! warning, and nothing it declares reaches the proxies. A PolicyTest-shaped declaration without
+//! cases (`workloads`, `services`, `meshConfig`, `resources`) is configuration and is stored.
+//!
 //! ## Persistence
 //!
 //! A store opened with [`Store::open`] records every accepted change in a state directory
@@ -53,9 +60,10 @@ pub mod persist;
 use persist::StateDir;
 pub use persist::StateDirError;
 
-/// Kind, namespace and name of a stored resource. PolicyTest documents (which may declare
-/// `workloads`, `services` and `meshConfig`, as the proxy's local mode reads them) are stored
-/// under the kind `PolicyTest`.
+/// Kind, namespace and name of a stored resource. PolicyTest-shaped declarations (which may
+/// declare `workloads`, `services` and `meshConfig`, as the proxy's local mode reads them) are
+/// stored under the kind `PolicyTest`; PolicyTests with test cases are not stored at all (see
+/// [`is_test_description`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StoreKey {
     /// `AuthorizationPolicy`, `Service`, …, or `PolicyTest`.
@@ -229,6 +237,8 @@ struct Parsed {
     errors: Vec<String>,
     skipped: Vec<String>,
     warnings: Vec<String>,
+    /// PolicyTests that describe test cases (see [`is_test_description`]): not stored.
+    ignored: Vec<StoreKey>,
 }
 
 impl Default for Store {
@@ -255,9 +265,12 @@ impl Store {
             };
             return Ok(Self::with(StoreState::empty(), writer));
         };
-        let version = snapshot.version;
         let file = state_dir.file().to_owned();
-        let (entries, views) = persist::restore(snapshot, &file)?;
+        // Dropped entries change what is served: a new version, so that no proxy takes the
+        // restored configuration for the one it already holds.
+        let recorded = snapshot.version;
+        let (entries, views, dropped) = persist::restore(snapshot, &file)?;
+        let version = if dropped > 0 { recorded + 1 } else { recorded };
         let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
         let mesh =
             meshward_policy::declared::mesh_from_report(&report_of(&entries)).map_err(|e| {
@@ -266,6 +279,9 @@ impl Store {
                     detail: format!("the restored resources do not build a mesh: {e}"),
                 }
             })?;
+        if dropped > 0 {
+            state_dir.save(&persist::snapshot(version, &entries, &views))?;
+        }
         tracing::info!(
             file = %file.display(),
             version,
@@ -603,6 +619,21 @@ fn parse_into(source: &Source, document: &Document, parsed: &mut Parsed) {
         });
     }
     for test in report.tests {
+        if is_test_description(&test) {
+            let key = key_of_test(&test);
+            let at = test
+                .origin
+                .start()
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            parsed.warnings.push(format!(
+                "{}{at}: {key} ignored: a PolicyTest with test cases is run with \
+                 `meshward test`, not applied; it does not change what the proxies enforce",
+                document.origin
+            ));
+            parsed.ignored.push(key);
+            continue;
+        }
         parsed.entries.push(Entry {
             key: key_of_test(&test),
             source: source.clone(),
@@ -639,6 +670,18 @@ fn key_of_resource(resource: &meshward_api::Resource) -> StoreKey {
         namespace: id.namespace,
         name: id.name,
     }
+}
+
+/// A PolicyTest with `cases` or `expectErrors` is a test description: what `meshward test`
+/// runs against a mesh of its own, not configuration of this one. Its `workloads`, `services`,
+/// `meshConfig` and embedded resources describe the test's imagined mesh (often several stages
+/// of a tutorial, one document each), so storing it would push phantom workloads and services,
+/// other service accounts and policies to every proxy of the running mesh. Only the
+/// declaration shape (workloads, services, meshConfig and resources, no cases) is
+/// configuration.
+fn is_test_description(test: &LoadedTest) -> bool {
+    let spec = &test.test.spec;
+    !spec.cases.is_empty() || spec.expect_errors.is_some()
 }
 
 fn key_of_test(test: &LoadedTest) -> StoreKey {

@@ -329,18 +329,21 @@ pub(crate) fn snapshot(version: u64, entries: &[std::sync::Arc<Entry>], views: &
 }
 
 /// The entries and views of a snapshot, each document parsed again by the loader the change
-/// went through. Anything that does not come back exactly is an error: a restore never drops a
-/// resource.
+/// went through, and how many stored entries were dropped. Anything that does not come back
+/// exactly is an error: a restore never drops a resource, with one exception: a PolicyTest with
+/// test cases, which earlier versions stored and pushed to the proxies, is dropped with a
+/// warning (it never was configuration; see "PolicyTests" in the store's docs).
 pub(crate) fn restore(
     snapshot: Snapshot,
     file: &Path,
-) -> Result<(Vec<Entry>, Views), StateDirError> {
+) -> Result<(Vec<Entry>, Views, usize), StateDirError> {
     let unloadable = |detail: String| StateDirError::Unloadable {
         file: file.to_owned(),
         detail,
     };
     let mut seen = BTreeSet::new();
     let mut entries = Vec::with_capacity(snapshot.entries.len());
+    let mut dropped = 0;
     for (i, stored) in snapshot.entries.into_iter().enumerate() {
         if !seen.insert(stored.key.clone()) {
             return Err(StateDirError::Corrupt {
@@ -362,6 +365,16 @@ pub(crate) fn restore(
                 parsed.errors.join("; ")
             )));
         }
+        if parsed.ignored.contains(&stored.key) {
+            tracing::warn!(
+                file = %file.display(),
+                resource = %stored.key,
+                "dropped from the restored configuration: a PolicyTest with test cases is run \
+                 with `meshward test`, not applied"
+            );
+            dropped += 1;
+            continue;
+        }
         let Some(entry) = parsed.entries.into_iter().find(|e| e.key == stored.key) else {
             return Err(StateDirError::Corrupt {
                 file: file.to_owned(),
@@ -382,7 +395,7 @@ pub(crate) fn restore(
             .collect();
         views.insert(view.source, objects);
     }
-    Ok((entries, views))
+    Ok((entries, views, dropped))
 }
 
 #[cfg(test)]

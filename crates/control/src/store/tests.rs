@@ -359,3 +359,106 @@ fn a_reformatted_file_points_its_resources_at_their_new_lines() {
     assert!(entry.document.text.starts_with("# reviewed"), "{entry:?}");
     assert_eq!(current.version, before + 1, "proxies get the new lines");
 }
+
+/// A PolicyTest with cases, as the seed tutorials ship them beside their manifests: its
+/// workloads run as other service accounts, its services select them, it embeds resources.
+pub(super) const TEST_WITH_CASES: &str = "apiVersion: meshward.dev/v1alpha1
+kind: PolicyTest
+metadata:
+  name: step-1
+spec:
+  workloads:
+  - {name: httpbin, namespace: foo, labels: {app: httpbin}, ports: [{port: 8000}]}
+  services:
+  - {name: httpbin, namespace: foo, selector: {app: httpbin}, ports: [{port: 80, targetPort: 8000}]}
+  resources:
+  - apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: allow-nothing, namespace: foo}
+    spec: {}
+  cases:
+  - name: plaintext is denied
+    from: {plaintext: true}
+    to: {workload: foo/httpbin, port: 8000}
+    expect: DENY
+";
+
+#[test]
+fn a_policytest_with_cases_is_ignored_with_a_warning_and_changes_nothing() {
+    let store = Store::new();
+    store
+        .apply(
+            Source::Api,
+            &[file("mesh.yaml", MESH), file("allow.yaml", ALLOW)],
+        )
+        .unwrap();
+    let before = store.current();
+    // The whole folder, as `meshward apply -f DIR` sends it: the manifests again and the test.
+    let outcome = store
+        .apply(
+            Source::Api,
+            &[
+                file("mesh.yaml", MESH),
+                file("allow.yaml", ALLOW),
+                file(
+                    "policytest.yaml",
+                    &format!("# a comment\n{TEST_WITH_CASES}"),
+                ),
+            ],
+        )
+        .unwrap();
+    assert_eq!(outcome.version, before.version, "{outcome:?}");
+    assert!(
+        outcome
+            .changes
+            .iter()
+            .all(|(k, a)| *a == Action::Unchanged && k.kind != "PolicyTest"),
+        "{outcome:?}"
+    );
+    let [warning] = outcome.warnings.as_slice() else {
+        panic!("one warning expected: {outcome:?}");
+    };
+    assert!(
+        warning.starts_with("policytest.yaml:2:1: PolicyTest default/step-1 ignored")
+            && warning.contains("`meshward test`"),
+        "{warning}"
+    );
+    let after = store.current();
+    assert_eq!(after.entries.len(), before.entries.len());
+    // Nothing of the test reaches the mesh the proxies are served: no second httpbin workload
+    // (service account `default`), no test service, no embedded policy.
+    let workloads: Vec<String> = after
+        .mesh
+        .inventory
+        .workloads
+        .iter()
+        .map(|w| format!("{}/{} {}", w.namespace, w.name, w.service_account))
+        .collect();
+    assert_eq!(workloads, ["foo/httpbin httpbin"]);
+    assert!(after.mesh.inventory.services.is_empty());
+    assert!(
+        after
+            .entries
+            .iter()
+            .all(|e| e.key.name != "allow-nothing" && e.key.kind != "PolicyTest")
+    );
+
+    // Alone, it is ignored too: accepted, no new version.
+    let outcome = store
+        .apply(Source::Api, &[file("policytest.yaml", TEST_WITH_CASES)])
+        .unwrap();
+    assert_eq!(outcome.version, before.version);
+    assert!(outcome.changes.is_empty());
+    assert_eq!(outcome.warnings.len(), 1);
+
+    // The same from a watched folder.
+    let outcome = store
+        .replace_source(
+            Source::Path("seed/".into()),
+            &[file("seed/policytest.yaml", TEST_WITH_CASES)],
+        )
+        .unwrap();
+    assert_eq!(outcome.version, before.version);
+    assert_eq!(outcome.warnings.len(), 1);
+    assert_eq!(store.current().entries.len(), before.entries.len());
+}

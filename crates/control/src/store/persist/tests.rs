@@ -267,3 +267,41 @@ fn a_state_file_whose_resources_no_longer_load_stops_the_start_naming_the_resour
     let err = open_error(dir.path()).to_string();
     assert!(err.contains("does not contain that resource"), "{err}");
 }
+
+#[test]
+fn a_recorded_policytest_with_cases_is_dropped_on_restore_with_a_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = StoredEntry {
+        key: key("PolicyTest", "default", "step-1"),
+        source: Source::Api,
+        origin: "policytest.yaml".into(),
+        first_line: 1,
+        item: String::new(),
+        text: super::super::tests::TEST_WITH_CASES.into(),
+    };
+    let allow = StoredEntry {
+        key: key("AuthorizationPolicy", "foo", "allow-get"),
+        source: Source::Api,
+        origin: "allow.yaml".into(),
+        first_line: 1,
+        item: String::new(),
+        text: ALLOW.into(),
+    };
+    let snapshot = Snapshot {
+        version: 7,
+        entries: vec![test, allow],
+        files: vec![],
+    };
+    write_state(dir.path(), &serde_json::to_string(&snapshot).unwrap());
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (version, entries) = served(&store);
+        assert_eq!(version, 8, "what is served changed");
+        let keys: Vec<&StoreKey> = entries.iter().map(|(k, _, _)| k).collect();
+        assert_eq!(keys, [&key("AuthorizationPolicy", "foo", "allow-get")]);
+        assert!(store.current().mesh.inventory.workloads.is_empty());
+    }
+    // Recorded: the next start serves the same version.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(served(&store).0, 8);
+}
