@@ -7,62 +7,16 @@
 // A test binary: a failed expectation is a failing test.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-/// The control plane process; killed (and waited for) when dropped.
-struct ControlPlane {
-    child: Child,
-    url: String,
-}
+mod support;
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::control_plane::{ControlPlane, meshward};
 
 fn start(dir: &Path, config: &Path) -> ControlPlane {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshward"))
-        .args([
-            "control-plane",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--ca-dir",
-        ])
-        .arg(dir.join("ca"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the control plane");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .split("admin API on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .trim()
-        .to_owned();
-    ControlPlane { child, url }
-}
-
-fn meshward(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshward"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("MESHWARD_CONTROL_PLANE", url)
-        .output()
-        .expect("run meshward")
+    support::control_plane::start(dir, config, &[])
 }
 
 /// Stdout of a command that must succeed.

@@ -6,19 +6,15 @@
 // A test binary: a failed expectation is a failing test.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn meshward(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshward"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("MESHWARD_CONTROL_PLANE", url)
-        .output()
-        .expect("run meshward")
-}
+mod support;
+
+use support::control_plane::{
+    ControlPlane, command as control_plane_command, meshward, start as start_with,
+};
 
 fn text(o: &Output) -> String {
     format!(
@@ -28,57 +24,8 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// The control plane process; killed (and waited for) when dropped.
-struct ControlPlane {
-    child: Child,
-    url: String,
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &Path, config: &Path) -> ControlPlane {
     start_with(dir, config, &[])
-}
-
-fn control_plane_command(dir: &Path, config: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshward"));
-    cmd.args([
-        "control-plane",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--ca-dir",
-    ])
-    .arg(dir.join("ca"))
-    .arg("--config")
-    .arg(config)
-    .args(extra)
-    .env("RUST_LOG", "warn");
-    cmd
-}
-
-fn start_with(dir: &Path, config: &Path, extra: &[&str]) -> ControlPlane {
-    let mut child = control_plane_command(dir, config, extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the control plane");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .split("admin API on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .trim()
-        .to_owned();
-    ControlPlane { child, url }
 }
 
 const PODS: &str = "apiVersion: v1

@@ -24,15 +24,12 @@ use meshward_identity::tls::Credentials;
 use meshward_identity::{MeshTls, TrustBundle};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config;
-use crate::observe::access_log::AccessLog;
 use crate::observe::admin::{AdminState, Readiness, serve_admin};
-use crate::observe::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundConfig};
+use crate::run::{Drain, telemetry_for};
 use crate::state::{ProxyState, StateHandle};
-use crate::telemetry::Telemetry;
 use crate::wire::{PortShift, SourceBind};
 
 /// Everything needed to start a plain forwarder.
@@ -65,25 +62,8 @@ pub async fn run_forwarder(
     let credentials = Credentials::new(TrustBundle::default());
     let tls = MeshTls::new(credentials, initial.trust_domains.clone());
 
-    let settings = initial.inbound.settings();
-    let (access_log, warning) = AccessLog::from_mesh_config(
-        &settings.access_log_file,
-        &settings.access_log_encoding,
-        &settings.access_log_format,
-    );
-    if let Some(warning) = warning {
-        tracing::warn!("{warning}");
-    }
-    let metrics = Arc::new(Metrics::new());
-    let telemetry = Telemetry::new(Arc::new(access_log), metrics.clone(), state.clone());
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let (telemetry, metrics) = telemetry_for(&state);
+    let drain = Drain::new();
 
     let readiness = Readiness::new();
     let admin_listener = TcpListener::bind(options.admin).await?;
@@ -103,7 +83,7 @@ pub async fn run_forwarder(
         }),
         certs: Arc::new(|| json!({"certificates": []})),
     };
-    let admin_task = tokio::spawn(serve_admin(admin_listener, admin, stopped()));
+    let admin_task = tokio::spawn(serve_admin(admin_listener, admin, drain.stopped()));
 
     let mut outbound_config = OutboundConfig::new(state.clone(), tls);
     outbound_config.http_proxy_addr = Some(options.http_proxy);
@@ -115,7 +95,7 @@ pub async fn run_forwarder(
     if let Some(addr) = outbound.http_proxy_addr() {
         tracing::info!(%addr, "plain forwarder: explicit HTTP proxy");
     }
-    let outbound_task = tokio::spawn(outbound.run(stopped()));
+    let outbound_task = tokio::spawn(outbound.run(drain.stopped()));
     let watcher = config::watch(options.files.clone(), namespace, name, state.clone());
     readiness.set_ready(true);
     tracing::info!(workload = %initial.workload().key(), "meshward-proxy plain forwarder ready");
@@ -123,7 +103,7 @@ pub async fn run_forwarder(
     shutdown.await;
     readiness.set_ready(false);
     watcher.abort();
-    let _ = stop_tx.send(true);
+    drain.start();
     let _ = outbound_task.await;
     let _ = admin_task.await;
     Ok(())

@@ -8,22 +8,20 @@ use std::time::Duration;
 
 use meshward_identity::MeshTls;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::certs::{self, CertSource};
 use crate::config;
 use crate::inbound::{AppTarget, Inbound, ListenerMode};
-use crate::observe::access_log::AccessLog;
 use crate::observe::admin::{AdminState, Readiness, serve_admin};
-use crate::observe::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundConfig};
 use crate::state::{ProxyState, StateHandle};
-use crate::telemetry::Telemetry;
 use crate::wire::{PortShift, SourceBind};
 
 mod dump;
+mod lifecycle;
 
 use dump::{BoundListeners, ListenersCell};
+pub(crate) use lifecycle::{Drain, telemetry_for};
 
 /// Where the workload certificate comes from.
 #[derive(Debug, Clone)]
@@ -123,25 +121,8 @@ pub async fn run(
     let identity = initial.identity.clone();
     let tls = MeshTls::new(credentials.clone(), initial.trust_domains.clone());
 
-    let settings = initial.inbound.settings();
-    let (access_log, warning) = AccessLog::from_mesh_config(
-        &settings.access_log_file,
-        &settings.access_log_encoding,
-        &settings.access_log_format,
-    );
-    if let Some(warning) = warning {
-        tracing::warn!("{warning}");
-    }
-    let metrics = Arc::new(Metrics::new());
-    let telemetry = Telemetry::new(Arc::new(access_log), metrics.clone(), state.clone());
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let (telemetry, metrics) = telemetry_for(&state);
+    let drain = Drain::new();
 
     // Admin first, so readiness can be polled while the rest starts.
     let readiness = Readiness::new();
@@ -160,7 +141,7 @@ pub async fn run(
         }),
         certs: Arc::new(move || dump::certs_dump(&cert_view)),
     };
-    let admin_task = tokio::spawn(serve_admin(admin_listener, admin, stopped()));
+    let admin_task = tokio::spawn(serve_admin(admin_listener, admin, drain.stopped()));
 
     let inbound_capture = matches!(options.inbound, InboundOption::Capture(_));
     let mode = match options.inbound {
@@ -191,7 +172,7 @@ pub async fn run(
     for addr in &inbound_addrs {
         tracing::info!(%addr, "inbound listener");
     }
-    let inbound_task = tokio::spawn(inbound.run(stopped()));
+    let inbound_task = tokio::spawn(inbound.run(drain.stopped()));
 
     let mut outbound_config = OutboundConfig::new(state.clone(), tls);
     outbound_config.http_proxy_addr = options.http_proxy;
@@ -214,7 +195,7 @@ pub async fn run(
         http_proxy: outbound.http_proxy_addr(),
         outbound_capture: outbound.transparent_addr(),
     });
-    let outbound_task = tokio::spawn(outbound.run(stopped()));
+    let outbound_task = tokio::spawn(outbound.run(drain.stopped()));
 
     // In control-plane mode the stream replaces the file watcher.
     let watcher = match &control {
@@ -228,7 +209,7 @@ pub async fn run(
     tracing::info!("shutting down: draining connections");
     readiness.set_ready(false);
     watcher.abort();
-    let _ = stop_tx.send(true);
+    drain.start();
     let _ = inbound_task.await;
     let _ = outbound_task.await;
     let _ = admin_task.await;

@@ -62,7 +62,7 @@ use super::ledger::{self, Group};
 use super::plan::{PlanError, PodPlan};
 use super::runtime::STOP_GRACE;
 use super::state::{Home, PodState};
-use super::supervisor::{Binaries, SuperviseError, log_file};
+use super::supervisor::{self, Binaries, SuperviseError, log_file};
 
 /// The pod network.
 pub(crate) const POD_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(127, 100, 0, 0), 16);
@@ -366,23 +366,7 @@ pub(crate) fn wait_ready(
     app: bool,
     timeout: Duration,
 ) -> Result<(), String> {
-    let out = probe_command(pod, bins, app, timeout)
-        .output()
-        .map_err(|e| {
-            format!(
-                "pod {}: cannot run the readiness probe: {e}",
-                pod.plan.key()
-            )
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "pod {} did not become ready: {}",
-            pod.plan.key(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    supervisor::run_probe(pod, probe_command(pod, bins, app, timeout))
 }
 
 /// Stops every process the mesh can prove is its own (see [`ledger`]) and removes its

@@ -268,14 +268,17 @@ pub(crate) fn wait_ready(
     app: bool,
     timeout: Duration,
 ) -> Result<(), String> {
-    let out = probe_command(pod, bins, app, timeout)
-        .output()
-        .map_err(|e| {
-            format!(
-                "pod {}: cannot run the readiness probe: {e}",
-                pod.plan.key()
-            )
-        })?;
+    run_probe(pod, probe_command(pod, bins, app, timeout))
+}
+
+/// Runs a readiness probe `command` for `pod` (either mode's [`probe_command`]) to its end.
+pub(crate) fn run_probe(pod: &PodState, mut command: Command) -> Result<(), String> {
+    let out = command.output().map_err(|e| {
+        format!(
+            "pod {}: cannot run the readiness probe: {e}",
+            pod.plan.key()
+        )
+    })?;
     if out.status.success() {
         Ok(())
     } else {

@@ -14,6 +14,8 @@
 //! A mesh is global to the machine (one bridge or one loopback range, fixed ports), so every
 //! test binary takes turns through one lock file, held by the test process itself.
 
+pub(crate) mod control_plane;
+
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
