@@ -241,6 +241,37 @@ fn seed_000_in_loopback_mode_without_root() {
     let c = mesh.curl(&["exec", "deploy/frontend"], "http://backend/", &[]);
     assert_eq!((c.exit, c.http.as_str()), (Some(0), "200"), "{c:?}");
 
+    // The tutorial's own Deployments and Services applied again (as `apply -f` of the folder
+    // does): the mesh runs them as `up` started them, so they are left out with a warning, and
+    // no pod without an address appears, no Service loses its virtual IP.
+    let workloads = |mesh: &Mesh| {
+        let out = mesh.cmd(&["get", "workloads", "-o", "json"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let services = |mesh: &Mesh| {
+        let out = mesh.cmd(&["get", "svc", "-o", "json"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // (The one-off pods above leave the inventory shortly after their command ends.)
+    assert!(support::eventually(Duration::from_secs(5), || {
+        !workloads(&mesh).contains("\"intruder\"")
+    }));
+    let (workloads_before, services_before) = (workloads(&mesh), services(&mesh));
+    let out = mesh.apply_output(&[dir.join("00-apps.yaml")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Deployment default/backend ignored: the local mesh runs")
+            && stderr.contains("Service default/backend ignored: the local mesh runs"),
+        "{stderr}"
+    );
+    assert_eq!(workloads(&mesh), workloads_before);
+    assert_eq!(services(&mesh), services_before);
+    let c = mesh.curl(&["exec", "deploy/frontend"], "http://backend/", &[]);
+    assert_eq!((c.exit, c.http.as_str()), (Some(0), "200"), "{c:?}");
+
     // One-off pods are gone once their command ends; the table says how clients get in.
     assert_eq!(mesh.pods().as_array().unwrap().len(), 4);
     let table = mesh.cmd(&["get", "pods"]);

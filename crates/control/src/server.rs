@@ -76,6 +76,9 @@ pub struct ControlPlaneOptions {
     /// Where the store is recorded (see [`crate::store::persist`]); `None` keeps it in memory,
     /// so what `meshward apply|delete` changed is lost with the process.
     pub state_dir: Option<PathBuf>,
+    /// The pods and services are run by a local mesh (`meshward up`): `apply` and `delete` leave
+    /// Deployments, Pods and Services out, with a warning (see [`Store::set_pods_run_by_mesh`]).
+    pub local_mesh: bool,
 }
 
 impl ControlPlaneOptions {
@@ -91,6 +94,7 @@ impl ControlPlaneOptions {
             jwks: JwksOptions::default(),
             poll_interval: DEFAULT_POLL_INTERVAL,
             state_dir: None,
+            local_mesh: false,
         }
     }
 }
@@ -173,6 +177,7 @@ impl ControlPlane {
             Some(dir) => Store::open(dir)?,
             None => Store::new(),
         };
+        store.set_pods_run_by_mesh(options.local_mesh);
         let ca = load_ca(&options.ca_dir, &trust_domain)?;
         let identity = SpiffeId::new(
             trust_domain.clone(),

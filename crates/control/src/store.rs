@@ -37,6 +37,16 @@
 //! warning, and nothing it declares reaches the proxies. A PolicyTest-shaped declaration without
 //! cases (`workloads`, `services`, `meshConfig`, `resources`) is configuration and is stored.
 //!
+//! ## Pods and Services run by a local mesh
+//!
+//! Under `meshward up`, the local mesh runs the pods: the Deployments, Pods and Services given to
+//! `up` are its, and it writes the running pods (with their addresses) and the Services (with
+//! their virtual IPs) into a watched inventory. A store told so ([`Store::set_pods_run_by_mesh`])
+//! ignores those kinds in `apply` and `delete`, with a warning naming the document: re-applying
+//! the tutorial's folder must not add a Deployment's template as a pod without an address, nor
+//! replace a Service by a copy without its virtual IP. Kubernetes would reconcile the pods
+//! instead; here the mesh changes them when `meshward up` runs again.
+//!
 //! ## Persistence
 //!
 //! A store opened with [`Store::open`] records every accepted change in a state directory
@@ -228,6 +238,19 @@ struct Writer {
     views: Views,
     /// Where changes are recorded; `None` keeps the store in memory only.
     state_dir: Option<StateDir>,
+    /// See "Pods and Services run by a local mesh" in the module docs.
+    pods_run_by_mesh: bool,
+}
+
+/// The kinds a local mesh runs itself (see [`Store::set_pods_run_by_mesh`]).
+const MESH_RUN_KINDS: [&str; 3] = ["Deployment", "Pod", "Service"];
+
+/// Why a change to a kind the local mesh runs is left out.
+const MESH_RUN_WHY: &str = "the local mesh runs this control plane's pods and services as \
+     `meshward up` started them; to change them, edit the manifests and run `meshward up` again";
+
+fn run_by_mesh(key: &StoreKey) -> bool {
+    MESH_RUN_KINDS.contains(&key.kind.as_str())
 }
 
 /// Entries read from some input files, or why they are unusable.
@@ -262,6 +285,7 @@ impl Store {
             let writer = Writer {
                 views: Views::new(),
                 state_dir: Some(state_dir),
+                pods_run_by_mesh: false,
             };
             return Ok(Self::with(StoreState::empty(), writer));
         };
@@ -298,6 +322,7 @@ impl Store {
             Writer {
                 views,
                 state_dir: Some(state_dir),
+                pods_run_by_mesh: false,
             },
         ))
     }
@@ -347,12 +372,31 @@ impl Store {
             return Err(StoreError::Invalid(parsed.errors));
         }
         let Parsed {
-            entries: new,
+            entries: mut new,
             skipped,
-            warnings,
+            mut warnings,
             ..
         } = parsed;
+        if self.writer().pods_run_by_mesh {
+            new.retain(|entry| {
+                if !run_by_mesh(&entry.key) {
+                    return true;
+                }
+                let at = match &entry.content {
+                    Content::Resource(r) => location(&entry.document, &r.origin),
+                    Content::Test(t) => location(&entry.document, &t.origin),
+                };
+                warnings.push(format!("{at}: {} ignored: {MESH_RUN_WHY}", entry.key));
+                false
+            });
+        }
         self.commit(|entries, _| upsert(entries, new), skipped, warnings)
+    }
+
+    /// Marks the store as serving a local mesh, which runs the pods and services itself (see
+    /// "Pods and Services run by a local mesh" in the module docs).
+    pub fn set_pods_run_by_mesh(&self, on: bool) {
+        self.writer().pods_run_by_mesh = on;
     }
 
     /// Loads the current content of the watched source `source` (all its files): what it adds
@@ -439,6 +483,20 @@ impl Store {
 
     /// Removes `keys`; keys not in the store are reported as not found by omission.
     pub fn delete(&self, keys: &[StoreKey]) -> Result<ChangeOutcome, StoreError> {
+        let mut warnings = Vec::new();
+        let mut keys = keys.to_vec();
+        if self.writer().pods_run_by_mesh {
+            keys.retain(|key| {
+                if !run_by_mesh(key) {
+                    return true;
+                }
+                let warning = format!("{key} not deleted: {MESH_RUN_WHY}");
+                if !warnings.contains(&warning) {
+                    warnings.push(warning);
+                }
+                false
+            });
+        }
         self.commit(
             |entries, _| {
                 let mut changes = Vec::new();
@@ -452,7 +510,7 @@ impl Store {
                 changes
             },
             Vec::new(),
-            Vec::new(),
+            warnings,
         )
     }
 
@@ -621,15 +679,10 @@ fn parse_into(source: &Source, document: &Document, parsed: &mut Parsed) {
     for test in report.tests {
         if is_test_description(&test) {
             let key = key_of_test(&test);
-            let at = test
-                .origin
-                .start()
-                .map(|l| format!(":{l}"))
-                .unwrap_or_default();
             parsed.warnings.push(format!(
-                "{}{at}: {key} ignored: a PolicyTest with test cases is run with \
+                "{}: {key} ignored: a PolicyTest with test cases is run with \
                  `meshward test`, not applied; it does not change what the proxies enforce",
-                document.origin
+                location(document, &test.origin)
             ));
             parsed.ignored.push(key);
             continue;
@@ -641,6 +694,14 @@ fn parse_into(source: &Source, document: &Document, parsed: &mut Parsed) {
             content: Content::Test(Box::new(test)),
             object: object.clone(),
         });
+    }
+}
+
+/// `file:line` of a resource or test in `document`.
+fn location(document: &Document, origin: &meshward_api::source::Origin) -> String {
+    match origin.start() {
+        Some(line) => format!("{}:{line}", document.origin),
+        None => document.origin.clone(),
     }
 }
 

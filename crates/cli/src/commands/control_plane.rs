@@ -44,6 +44,11 @@ pub(crate) struct ControlPlaneArgs {
     /// Extra root certificates (PEM) trusted when fetching `jwksUri` over HTTPS.
     #[arg(long, value_name = "FILE")]
     jwks_ca_file: Option<PathBuf>,
+    /// The pods and services are run by the local mesh (`meshward up` passes this): `apply` and
+    /// `delete` leave Deployments, Pods and Services out, with a warning, since the mesh runs
+    /// them as `meshward up` started them.
+    #[arg(long)]
+    local_mesh: bool,
     /// Log lines as JSON.
     #[arg(long)]
     log_json: bool,
@@ -68,6 +73,7 @@ pub(crate) fn run(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
     options.trust_domain = args.trust_domain.clone();
     options.bootstrap_tokens = args.bootstrap_tokens.clone();
     options.state_dir = args.state_dir.clone();
+    options.local_mesh = args.local_mesh;
     if let Some(file) = &args.jwks_ca_file {
         let pem = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let bundle = meshward_identity::TrustBundle::from_pem(&pem, &file.display().to_string())?;

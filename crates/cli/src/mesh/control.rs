@@ -99,7 +99,8 @@ pub(crate) fn start(home: &Home, bins: &Binaries, restarted: bool) -> anyhow::Re
         .arg(resources_file(home))
         .arg(inventory_file(home))
         .arg("--state-dir")
-        .arg(&state_dir);
+        .arg(&state_dir)
+        .arg("--local-mesh");
     cmd.arg("--listen")
         .arg(grpc_address())
         .arg("--admin")

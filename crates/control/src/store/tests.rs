@@ -462,3 +462,144 @@ fn a_policytest_with_cases_is_ignored_with_a_warning_and_changes_nothing() {
     assert_eq!(outcome.warnings.len(), 1);
     assert_eq!(store.current().entries.len(), before.entries.len());
 }
+
+/// What `meshward up` writes into its watched inventory: the running pod with its address, and
+/// the Service with the virtual IP the mesh gave it.
+const MESH_INVENTORY: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: httpbin-0
+  namespace: foo
+  labels: {app: httpbin}
+spec:
+  serviceAccountName: httpbin
+  containers:
+  - name: app
+    ports:
+    - containerPort: 8000
+status:
+  podIP: 10.44.0.2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  namespace: foo
+spec:
+  clusterIP: 10.45.0.10
+  selector: {app: httpbin}
+  ports:
+  - port: 8000
+";
+
+/// The tutorial's own manifests, as a user re-applies them with the folder.
+const USER_MANIFESTS: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin
+  namespace: foo
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: httpbin}
+  template:
+    metadata:
+      labels: {app: httpbin}
+    spec:
+      serviceAccountName: httpbin
+      containers:
+      - name: app
+        ports:
+        - containerPort: 8000
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  namespace: foo
+spec:
+  selector: {app: httpbin}
+  ports:
+  - port: 8000
+";
+
+fn workloads_and_services(store: &Store) -> (Vec<String>, Vec<String>) {
+    let current = store.current();
+    let inventory = &current.mesh.inventory;
+    let workloads = inventory
+        .workloads
+        .iter()
+        .map(|w| format!("{}/{} {}", w.namespace, w.name, w.address))
+        .collect();
+    let services = inventory
+        .services
+        .iter()
+        .map(|s| format!("{}/{} {:?}", s.namespace, s.name, s.cluster_ip))
+        .collect();
+    (workloads, services)
+}
+
+#[test]
+fn under_a_local_mesh_applied_deployments_pods_and_services_are_left_to_the_mesh() {
+    let store = Store::new();
+    store.set_pods_run_by_mesh(true);
+    let inventory = Source::Path(PathBuf::from("/mesh/inventory.json"));
+    store
+        .replace_source(inventory, &[file("inventory.yaml", MESH_INVENTORY)])
+        .unwrap();
+    let before = workloads_and_services(&store);
+    assert_eq!(
+        before,
+        (
+            vec!["foo/httpbin-0 10.44.0.2".to_owned()],
+            vec!["foo/httpbin Some(10.45.0.10)".to_owned()]
+        )
+    );
+    let version = store.current().version;
+
+    // The folder again, with a policy: the policy is applied, the rest left out by name.
+    let outcome = store
+        .apply(
+            Source::Api,
+            &[file("app.yaml", USER_MANIFESTS), file("allow.yaml", ALLOW)],
+        )
+        .unwrap();
+    assert_eq!(outcome.version, version + 1, "{outcome:?}");
+    assert_eq!(
+        outcome.changes,
+        [(allow_get_key(), Action::Created)],
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.warnings.len(), 2, "{outcome:?}");
+    assert!(
+        outcome.warnings[0].starts_with("app.yaml:1:1: Deployment foo/httpbin ignored: ")
+            && outcome.warnings[0].contains("`meshward up` again"),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome.warnings[1].starts_with("app.yaml:20:1: Service foo/httpbin ignored: "),
+        "{outcome:?}"
+    );
+    // No pod without an address from the Deployment's template; the virtual IP stays.
+    assert_eq!(workloads_and_services(&store), before);
+
+    // Deleting them is left to the mesh too; the policy goes.
+    let outcome = store
+        .delete_files(&[file("app.yaml", USER_MANIFESTS), file("allow.yaml", ALLOW)])
+        .unwrap();
+    assert_eq!(outcome.changes, [(allow_get_key(), Action::Deleted)]);
+    assert_eq!(outcome.warnings.len(), 2, "{outcome:?}");
+    assert!(
+        outcome.warnings[1].starts_with("Service foo/httpbin not deleted: "),
+        "{outcome:?}"
+    );
+    assert_eq!(workloads_and_services(&store), before);
+
+    // A control plane of its own (no local mesh) stores whatever it is given.
+    let plain = Store::new();
+    let outcome = plain
+        .apply(Source::Api, &[file("app.yaml", USER_MANIFESTS)])
+        .unwrap();
+    assert_eq!(outcome.changes.len(), 2, "{outcome:?}");
+    assert!(outcome.warnings.is_empty(), "{outcome:?}");
+}
