@@ -12,12 +12,15 @@ use jiff::Timestamp;
 use meshward_policy::InboundConnection;
 use meshward_policy::peer_authn::EffectiveMtls;
 use tokio::net::TcpStream;
+use tokio_rustls::StartHandshake;
+use tokio_rustls::server::TlsStream;
 
 use super::Shared;
 use super::chain::{self, Chain, Transport};
-use super::detect::{self, Sniffed};
+use super::detect::{self, ClientHello, Sniffed};
 use super::drain::Drain;
 use super::event::InboundEvent;
+use super::replay::Recording;
 use super::tls::{self, PeerInfo};
 use super::{http, tcp, xfcc};
 use crate::observe::record::ResponseFlags;
@@ -173,6 +176,10 @@ fn chain_for(shared: &Shared, port: u16, transport: Transport) -> Chain {
 }
 
 /// A connection that started with a TLS ClientHello.
+///
+/// The ClientHello and the paused handshake (about 1.4 KiB each) are only ever moved here, never
+/// borrowed: a local that is borrowed lives in the connection's task for as long as the
+/// connection, while one that is moved away does not, and this task exists once per connection.
 async fn serve_tls(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -187,30 +194,21 @@ async fn serve_tls(
             return;
         }
     };
-    conn.sni = hello.sni.as_deref().map(Arc::from);
-    match chain_for(&shared, conn.dst.port(), Transport::tls(&hello.alpn)) {
+    let (chain, paused) = choose_tls_chain(&shared, &mut conn, hello);
+    match chain {
         Chain::Passthrough => {
             conn.security = Security::Passthrough;
-            let (stream, client_hello) = hello.start.io.into_parts();
+            let (stream, client_hello) = paused.io.into_parts();
             tcp::proxy(stream, client_hello, conn, shared, drain, start).await;
         }
         Chain::Mtls { http } => {
-            let mut paused = hello.start;
-            paused.io.stop();
-            let accept = paused.into_stream(shared.server_config.clone());
-            match tls::handshake(accept, shared.timeouts.handshake).await {
-                Err(reason) => handshake_failed(&shared, &conn, start, &reason),
-                Ok((stream, peer)) => {
-                    shared.handshakes.record(TlsSide::Server, peer.resumed);
-                    conn.security = Security::Mtls;
-                    conn.xfcc = xfcc::element(&shared.local_identity(), &peer);
-                    conn.peer = Some(peer);
-                    if http {
-                        http::serve(stream, Arc::new(conn), shared, drain).await;
-                    } else {
-                        tcp::proxy(stream, Vec::new(), conn, shared, drain, start).await;
-                    }
-                }
+            let Some(stream) = terminate_mtls(&shared, &mut conn, paused, start).await else {
+                return;
+            };
+            if http {
+                http::serve(stream, Arc::new(conn), shared, drain).await;
+            } else {
+                tcp::proxy(stream, Vec::new(), conn, shared, drain, start).await;
             }
         }
         // §2.4: "mTLS to DISABLE, non-Istio TLS to a PERMISSIVE HTTP port" find no chain; the
@@ -223,6 +221,43 @@ async fn serve_tls(
                 "TLS without an Istio ALPN to a PERMISSIVE HTTP port"
             };
             no_chain(&shared, &conn, start, why);
+        }
+    }
+}
+
+/// The filter chain for a ClientHello (by its ALPN, under the state in force now); records its
+/// SNI on `conn` and gives back the paused handshake.
+fn choose_tls_chain(
+    shared: &Shared,
+    conn: &mut Conn,
+    hello: ClientHello,
+) -> (Chain, StartHandshake<Recording<TcpStream>>) {
+    let chain = chain_for(shared, conn.dst.port(), Transport::tls(&hello.alpn));
+    conn.sni = hello.sni.map(Arc::from);
+    (chain, hello.start)
+}
+
+/// Answers the paused handshake as the workload's mTLS server; on success records the peer on
+/// `conn` and returns the stream, on failure logs and reports it (see [`handshake_failed`]).
+async fn terminate_mtls(
+    shared: &Shared,
+    conn: &mut Conn,
+    mut paused: StartHandshake<Recording<TcpStream>>,
+    start: Start,
+) -> Option<TlsStream<Recording<TcpStream>>> {
+    paused.io.stop();
+    let accept = paused.into_stream(shared.server_config.clone());
+    match tls::handshake(accept, shared.timeouts.handshake).await {
+        Err(reason) => {
+            handshake_failed(shared, conn, start, &reason);
+            None
+        }
+        Ok((stream, peer)) => {
+            shared.handshakes.record(TlsSide::Server, peer.resumed);
+            conn.security = Security::Mtls;
+            conn.xfcc = xfcc::element(&shared.local_identity(), &peer);
+            conn.peer = Some(peer);
+            Some(stream)
         }
     }
 }
