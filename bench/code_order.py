@@ -15,6 +15,17 @@ pages that are never mapped.
     code_order.py resident PID         resident KiB per mapping of the proxy binary (code, read-only
                                        data, …), from /proc/PID/pagemap
     code_order.py pages PID            the file offsets of the resident pages of the proxy's code
+    code_order.py coverage BINARY LIST how many of LIST's names BINARY defines ("N of M"); exits 1
+                                       below 90 %
+    code_order.py remap BINARY LIST    LIST with each name BINARY lacks replaced by BINARY's
+                                       names for the same function path (another hash), on stdout
+
+Symbol names carry a hash of the crate and of the build's dependency features, so a proxy built
+another way (`cargo build --release` unifies features over the whole workspace, `-p
+meshward-proxy` over the proxy's dependencies only) or after a change to a generic type has other
+names for most of the same functions. The link order is made for the workspace build, which is
+what README's first command and the local mesh run; `coverage` tells whether it still applies,
+`remap` carries it over to renamed functions without a new probe run.
 
 `bench/run.sh` with PERF=functions adds the probes before its scenarios and writes
 raw/functions.txt after them (the probes slow the proxies down: that run's numbers are not
@@ -134,6 +145,43 @@ def pages(pid):
                 print(offset + i * PAGE)
 
 
+def legacy_path(name):
+    """A legacy-mangled name without its hash (`…17h<16 hex>E` -> `…E`); others unchanged."""
+    if len(name) > 20 and name.endswith("E") and name[-20:-17] == "17h":
+        return name[:-20] + "E"
+    return name
+
+
+def listed(path):
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def coverage(binary, path):
+    defined = {name for _, name in functions(binary)}
+    names = listed(path)
+    found = sum(1 for n in names if n in defined)
+    share = found / len(names) if names else 0.0
+    print(f"{found} of {len(names)} listed functions are in {binary} ({share:.0%})")
+    if share < 0.9:
+        print("the link order is stale: refresh it (bench/run.sh PERF=functions, or remap)", file=sys.stderr)
+        sys.exit(1)
+
+
+def remap(binary, path):
+    defined = [name for _, name in functions(binary)]
+    present = set(defined)
+    by_path = {}
+    for name in defined:
+        by_path.setdefault(legacy_path(name), []).append(name)
+    seen = set()
+    for name in listed(path):
+        for new in [name] if name in present else by_path.get(legacy_path(name), []):
+            if new not in seen:
+                seen.add(new)
+                print(new)
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "probe-add":
         probe_add(argv[2])
@@ -143,6 +191,10 @@ def main(argv):
         probe_remove()
     elif len(argv) == 3 and argv[1] == "pages":
         pages(int(argv[2]))
+    elif len(argv) == 4 and argv[1] == "coverage":
+        coverage(argv[2], argv[3])
+    elif len(argv) == 4 and argv[1] == "remap":
+        remap(argv[2], argv[3])
     elif len(argv) == 3 and argv[1] == "resident":
         resident(int(argv[2]))
     else:

@@ -70,7 +70,7 @@ log() { printf '[mwbench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || { log "missing tool: $1 ($2)"; exit 1; }; }
 [ "$(id -u)" = 0 ] || { log "needs root (network namespace, iptables, setpriv)"; exit 1; }
 [ -d "$CONF" ] || { log "Envoy harness not found at $BASE (set SHARED=)"; exit 1; }
-[ -x "$MW" ] || { log "no meshward-proxy at $MW: cargo build --release -p meshward-proxy"; exit 1; }
+[ -x "$MW" ] || { log "no meshward-proxy at $MW: cargo build --release"; exit 1; }
 need wrk "apt-get install -y wrk"; need nginx "apt-get install -y nginx-light"; need curl "apt-get install -y curl"
 need iptables "apt-get install -y iptables"; need ip "apt-get install -y iproute2"; need setpriv "apt-get install -y util-linux"
 HAVE_OHA=0; command -v oha >/dev/null 2>&1 && HAVE_OHA=1
@@ -385,6 +385,13 @@ YAML
   echo "meshward-proxy: $("$MW" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes'))"
   echo "nginx: $(nginx -v 2>&1 | awk -F/ '{print $2}'); wrk: $(wrk -v 2>&1 | awk 'NR==1{print $2}'); oha: $( [ $HAVE_OHA = 1 ] && oha --version | awk '{print $2}' || echo absent)"
   echo "params: DUR=${DUR}s RUNS=$RUNS CONNS=$CONNS RATE=$RATE RATE_CONNS=$RATE_CONNS CONCURRENCY=$CONC (Envoy --concurrency, meshward-proxy --concurrency)"
+  echo "link order: $(python3 "$HERE/code_order.py" coverage "$MW" "$ROOT/crates/proxy/link-order.txt" 2>&1 | head -1)"
+  # The host's proactive reclaim (DAMON `pageout` of memory idle for a minute), if any, pages
+  # out code and data a long-running proxy no longer touches: RSS after a minute is lower.
+  damon=/sys/kernel/mm/damon/admin/kdamonds
+  if [ -r "$damon/nr_kdamonds" ] && [ "$(cat "$damon/nr_kdamonds")" -gt 0 ] 2>/dev/null; then
+    echo "host reclaim: DAMON kdamond $(cat "$damon/0/state" 2>/dev/null), action $(cat "$damon/0/contexts/0/schemes/0/action" 2>/dev/null), min age $(cat "$damon/0/contexts/0/schemes/0/access_pattern/age/min" 2>/dev/null) x $(cat "$damon/0/contexts/0/monitoring_attrs/intervals/aggr_us" 2>/dev/null) us"
+  fi
   echo "loadavg before start: $(cut -d' ' -f1-3 /proc/loadavg)"
   ps -eo pid,pcpu,etime,comm --sort=-pcpu | head -4 | sed 's/^/  /'
 } > "$OUT/env.txt"

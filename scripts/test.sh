@@ -14,7 +14,10 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
-cargo build --release --locked -p meshward-cli
+cargo build --release --locked
+# The sidecar's link order (crates/proxy/link-order.txt) names functions of this build; a stale
+# one costs resident memory, never correctness, so it is caught here.
+python3 bench/code_order.py coverage target/release/meshward-proxy crates/proxy/link-order.txt
 ./target/release/meshward validate -f examples/
 ./target/release/meshward test examples/seeds
 ./target/release/meshward test "$shared/conformance" --skip-file conformance/exceptions.txt

@@ -5,7 +5,11 @@
 //! neighbours resident too. `link-order.txt` lists the functions that ran in the benchmark's
 //! scenarios (start-up included), recorded by `bench/run.sh` with `PERF=functions`; lld places them
 //! first, so the code that never runs stays in pages that are never mapped. A name that no longer
-//! exists is skipped, so a stale list costs memory, never correctness.
+//! exists is skipped, so a stale list costs memory, never correctness. The names are those of the
+//! workspace build (`cargo build --release`, as README's first command): a build with other
+//! dependency features has other symbol hashes. `scripts/test.sh` checks that at least 90 % of the
+//! names exist (`bench/code_order.py coverage`), and `bench/code_order.py remap` carries the list
+//! over to renamed functions.
 //!
 //! Relative relocations are packed too (see below).
 //!
