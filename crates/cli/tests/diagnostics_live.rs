@@ -292,35 +292,9 @@ fn check_synced(mesh: &Mesh, args: &[&str]) -> Value {
     }
 }
 
-/// A DENY of POST to the backend's port, and an ALLOW whose selector matches no pod.
-const APPLIED: &str = "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: deny-post
-  namespace: default
-spec:
-  selector:
-    matchLabels: {app: backend}
-  action: DENY
-  rules:
-  - to:
-    - operation:
-        ports: [\"5678\"]
-        methods: [POST]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-ghost
-  namespace: default
-spec:
-  selector:
-    matchLabels: {app: ghost}
-  rules:
-  - from:
-    - source:
-        namespaces: [default]
-";
+/// A DENY of POST to the backend's port, and an ALLOW whose selector matches no pod: what the
+/// live tests apply to a running control plane.
+const APPLIED: &str = include_str!("data/diagnostics/applied-live.yaml");
 
 /// (code, level, resource, message) of each finding of an `analyze -o json` answer.
 fn findings(v: &Value) -> Vec<(String, String, String, String)> {

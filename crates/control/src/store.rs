@@ -382,11 +382,11 @@ impl Store {
                 if !run_by_mesh(&entry.key) {
                     return true;
                 }
-                let at = match &entry.content {
-                    Content::Resource(r) => location(&entry.document, &r.origin),
-                    Content::Test(t) => location(&entry.document, &t.origin),
-                };
-                warnings.push(format!("{at}: {} ignored: {MESH_RUN_WHY}", entry.key));
+                warnings.push(format!(
+                    "{}: {} ignored: {MESH_RUN_WHY}",
+                    entry.location(),
+                    entry.key
+                ));
                 false
             });
         }
@@ -694,6 +694,17 @@ fn parse_into(source: &Source, document: &Document, parsed: &mut Parsed) {
             content: Content::Test(Box::new(test)),
             object: object.clone(),
         });
+    }
+}
+
+impl Entry {
+    /// `file:line` where this resource or test starts.
+    fn location(&self) -> String {
+        let origin = match &self.content {
+            Content::Resource(r) => &r.origin,
+            Content::Test(t) => &t.origin,
+        };
+        location(&self.document, origin)
     }
 }
 
