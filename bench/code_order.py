@@ -11,6 +11,10 @@ pages that are never mapped.
                                        group `mwcode`; root)
     code_order.py probe-collect BINARY the functions whose probe fired, in address order, mangled:
                                        lld's --symbol-ordering-file format
+    code_order.py probe-counts BINARY  how often each function has run so far: "<hits> <mangled name>"
+                                       (cumulative; bench/run.sh keeps one snapshot as each scenario's
+                                       proxies are up and one as the scenario ends)
+    code_order.py order BINARY DIR     the link order from DIR's snapshots (see `order` below)
     code_order.py probe-remove         removes the `mwcode` probes
     code_order.py resident PID         resident KiB per mapping of the proxy binary (code, read-only
                                        data, …), from /proc/PID/pagemap
@@ -80,17 +84,92 @@ def probe_add(binary):
 
 
 def probe_collect(binary):
-    binary = os.path.realpath(binary)
-    names = functions(binary)
-    hit = set()
+    names = functions(os.path.realpath(binary))
+    for i in sorted(probe_hits(binary)):
+        print(names[i][1])
+
+
+def probe_hits(binary):
+    """{index into functions(binary): hits} for every probe that has fired."""
+    hits = {}
     with open(f"{TRACEFS}/uprobe_profile") as profile:
         for line in profile:
             parts = line.split()
             # "<file> <event> <hits> [<misses>]"; events are named f<index into functions()>
             if len(parts) >= 3 and parts[1].startswith("f") and int(parts[2]) > 0:
-                hit.add(int(parts[1][1:]))
-    for i in sorted(hit):
-        print(names[i][1])
+                hits[int(parts[1][1:])] = int(parts[2])
+    return hits
+
+
+def probe_counts(binary):
+    names = functions(os.path.realpath(binary))
+    for i, n in sorted(probe_hits(binary).items()):
+        print(n, names[i][1])
+
+
+def read_counts(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            hits, name = line.split()
+            counts[name] = int(hits)
+    return counts
+
+
+# Scenarios whose proxies serve HTTP first: a tie between two groups of functions is broken towards
+# the one these use, so the HTTP proxies' code (the larger) is the most contiguous.
+SCENARIO_PRIORITY = ["mw-rbac", "mw-jwt", "hs-mw", "mw-tcp", "hs-mw-tcp"]
+
+
+def order(binary, snapshots):
+    """The link order: functions grouped by where they run, each group in address order.
+
+    DIR holds `sequence` (snapshot labels in the order taken, `<scenario>.start` once the
+    scenario's proxies are up, `<scenario>.end` when it ends) and `<label>.counts` from
+    probe-counts. A function runs at start-up of a scenario when its count grew before `.start`,
+    and in its traffic when it grew between `.start` and `.end`. Each scenario's proxies keep
+    resident every fault-around window holding a function they ran, so the functions of one
+    scenario should share windows with each other and not with other scenarios' functions:
+
+      1. start-up only (run while starting or stopping, never under traffic; run.sh takes a last
+         `shutdown.start` snapshot after the last proxies stopped): resident in every proxy, and
+         together they can be reclaimed as one block once a proxy is up;
+      2. traffic functions, grouped by the exact set of scenarios that ran them: the groups
+         used by more scenarios first, ties towards SCENARIO_PRIORITY.
+    """
+    with open(os.path.join(snapshots, "sequence")) as f:
+        labels = [line.strip() for line in f if line.strip()]
+    startup, traffic = set(), {}
+    previous = {}
+    for label in labels:
+        counts = read_counts(os.path.join(snapshots, f"{label}.counts"))
+        scenario, _, phase = label.rpartition(".")
+        grew = {n for n, c in counts.items() if c > previous.get(n, 0)}
+        if phase == "start":
+            startup |= grew
+        else:
+            for n in grew:
+                traffic.setdefault(n, set()).add(scenario)
+        previous = counts
+    address = {name: i for i, (_, name) in enumerate(functions(os.path.realpath(binary)))}
+
+    def rank(scenario):
+        return SCENARIO_PRIORITY.index(scenario) if scenario in SCENARIO_PRIORITY else len(SCENARIO_PRIORITY)
+
+    def group_key(sig):
+        return (-len(sig), sorted(rank(s) for s in sig))
+
+    groups = {}
+    for name, sig in traffic.items():
+        groups.setdefault(frozenset(sig), []).append(name)
+    startup_only = sorted((n for n in startup if n not in traffic), key=lambda n: address.get(n, -1))
+    out = list(startup_only)
+    for sig in sorted(groups, key=group_key):
+        out += sorted(groups[sig], key=lambda n: address.get(n, -1))
+    for name in out:
+        print(name)
+    sizes = ", ".join(f"{'+'.join(sorted(sig, key=rank))}: {len(groups[sig])}" for sig in sorted(groups, key=group_key))
+    print(f"start-up only: {len(startup_only)}; by scenario set: {sizes}", file=sys.stderr)
 
 
 def probe_remove():
@@ -187,6 +266,10 @@ def main(argv):
         probe_add(argv[2])
     elif len(argv) == 3 and argv[1] == "probe-collect":
         probe_collect(argv[2])
+    elif len(argv) == 3 and argv[1] == "probe-counts":
+        probe_counts(argv[2])
+    elif len(argv) == 4 and argv[1] == "order":
+        order(argv[2], argv[3])
     elif len(argv) == 2 and argv[1] == "probe-remove":
         probe_remove()
     elif len(argv) == 3 and argv[1] == "pages":

@@ -36,9 +36,11 @@
 #            raw/<scenario>-<wrk|oha>-<proxy>.syscalls); divide by that run's requests for calls per request.
 #   PERF=allocs  count each proxy's malloc and realloc calls (perf uprobes; once, as root:
 #            perf probe -x /usr/lib/x86_64-linux-gnu/libc.so.6 malloc; … realloc).
-#   PERF=functions  record which functions of the proxy ever run (a uprobe on each; raw/functions.txt):
-#            crates/proxy/link-order.txt is that file, so the release build links them side by side
-#            (see bench/code_order.py). The probes slow everything down: no numbers from that run.
+#   PERF=functions  record which functions of the proxy run, at start-up and under each scenario's
+#            traffic (a uprobe on each; raw/functions/ and the union raw/functions.txt), and the
+#            link order made from them, raw/link-order.txt: copy it to crates/proxy/link-order.txt
+#            so the release build links them side by side (see bench/code_order.py). The probes
+#            slow everything down: no numbers from that run.
 #   PERF=allocsites  where those mallocs come from: one second of call stacks (perf record,
 #            DWARF unwinding; read with `perf report -i raw/<…>.allocsites --no-children`).
 # Needs root (ip netns, iptables, setpriv), and: apt-get install -y wrk nginx-light curl iptables
@@ -103,6 +105,12 @@ functions_setup() {
   log "PERF=functions: probing every function of $MW (this run's numbers are not measurements)"
   python3 "$HERE/code_order.py" probe-add "$MW"
   PROBES=1
+}
+functions_snapshot() { # label: the probes' counts so far (code_order.py order tells phases apart)
+  [ -n "${PROBES:-}" ] || return 0
+  mkdir -p "$OUT/raw/functions"
+  python3 "$HERE/code_order.py" probe-counts "$MW" > "$OUT/raw/functions/$1.counts"
+  echo "$1" >> "$OUT/raw/functions/sequence"
 }
 stop() { local p=${PID[$1]:-}; [ -n "$p" ] || return 0; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; unset "PID[$1]"; }
 wait_http() { for _ in $(seq 1 100); do $NSX curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; log "timeout waiting for $1"; return 1; }
@@ -420,6 +428,7 @@ for scen in $SCENARIOS; do
     *) log "unknown scenario $scen"; exit 1 ;;
   esac
   log "scenario $scen"
+  [[ $scen == *mw* ]] && functions_snapshot "$scen.start"
   case $scen in
     hs-*)             hdr=(-H "Connection: close") ;;
     pair-jwt|mw-jwt)  hdr=(-H "Authorization: Bearer $(cat "$C/token.jwt")") ;;
@@ -454,13 +463,18 @@ for scen in $SCENARIOS; do
   if [ $HAVE_OHA = 1 ] && [[ $scen != hs-* ]]; then
     for r in $(seq 1 "$RUNS"); do run_oha "$scen" "$r" "$url" "${hdr[@]}"; done
   fi
+  [[ $scen == *mw* ]] && functions_snapshot "$scen.end"
   mem_record "$scen"
   [[ $scen == hs-* ]] && resumption_record "$scen"
   stop envoy_client; stop envoy_server; stop mw_client; stop mw_server
 done
 stop nginx
 
-if [ -n "${PROBES:-}" ]; then python3 "$HERE/code_order.py" probe-collect "$MW" > "$OUT/raw/functions.txt"; fi
+if [ -n "${PROBES:-}" ]; then
+  functions_snapshot shutdown.start
+  python3 "$HERE/code_order.py" probe-collect "$MW" > "$OUT/raw/functions.txt"
+  python3 "$HERE/code_order.py" order "$MW" "$OUT/raw/functions" > "$OUT/raw/link-order.txt"
+fi
 python3 "$HERE/summarize.py" "$OUT" | tee "$OUT/summary.md"
 log "results in $OUT"
 [ "$FAILED_CHECKS" = 0 ] || { log "$FAILED_CHECKS behaviour checks failed (see checks.txt)"; exit 1; }
