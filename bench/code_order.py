@@ -14,7 +14,8 @@ pages that are never mapped.
     code_order.py probe-counts BINARY  how often each function has run so far: "<hits> <mangled name>"
                                        (cumulative; bench/run.sh keeps one snapshot as each scenario's
                                        proxies are up and one as the scenario ends)
-    code_order.py order BINARY DIR     the link order from DIR's snapshots (see `order` below)
+    code_order.py order BINARY DIR...  the link order from the snapshots in each DIR (see `order`
+                                       below): bench/run.sh's and bench/mesh-functions.sh's
     code_order.py probe-remove         removes the `mwcode` probes
     code_order.py resident PID         resident KiB per mapping of the proxy binary (code, read-only
                                        data, …), from /proc/PID/pagemap
@@ -118,13 +119,13 @@ def read_counts(path):
 
 # Scenarios whose proxies serve HTTP first: a tie between two groups of functions is broken towards
 # the one these use, so the HTTP proxies' code (the larger) is the most contiguous.
-SCENARIO_PRIORITY = ["mw-rbac", "mw-jwt", "hs-mw", "mw-tcp", "hs-mw-tcp"]
+SCENARIO_PRIORITY = ["mw-rbac", "mw-jwt", "hs-mw", "mesh", "mw-tcp", "hs-mw-tcp"]
 
 
-def order(binary, snapshots):
+def order(binary, snapshot_dirs):
     """The link order: functions grouped by where they run, each group in address order.
 
-    DIR holds `sequence` (snapshot labels in the order taken, `<scenario>.start` once the
+    Each DIR (one probe session, counts cumulative within it) holds `sequence` (snapshot labels in the order taken, `<scenario>.start` once the
     scenario's proxies are up, `<scenario>.end` when it ends) and `<label>.counts` from
     probe-counts. A function runs at start-up of a scenario when its count grew before `.start`,
     and in its traffic when it grew between `.start` and `.end`. Each scenario's proxies keep
@@ -132,44 +133,50 @@ def order(binary, snapshots):
     scenario should share windows with each other and not with other scenarios' functions:
 
       1. start-up only (run while starting or stopping, never under traffic; run.sh takes a last
-         `shutdown.start` snapshot after the last proxies stopped): resident in every proxy, and
-         together they can be reclaimed as one block once a proxy is up;
-      2. traffic functions, grouped by the exact set of scenarios that ran them: the groups
-         used by more scenarios first, ties towards SCENARIO_PRIORITY.
+         `shutdown.start` snapshot after the last proxies stopped): together they can be
+         reclaimed as one block once a proxy is up;
+      2. traffic functions.
+    Within each, functions are grouped by the exact set of scenarios that ran them (a proxy
+    reading files starts differently from one fed by the control plane): the sets used by more
+    scenarios first, ties towards SCENARIO_PRIORITY.
     """
-    with open(os.path.join(snapshots, "sequence")) as f:
-        labels = [line.strip() for line in f if line.strip()]
-    startup, traffic = set(), {}
-    previous = {}
-    for label in labels:
-        counts = read_counts(os.path.join(snapshots, f"{label}.counts"))
-        scenario, _, phase = label.rpartition(".")
-        grew = {n for n, c in counts.items() if c > previous.get(n, 0)}
-        if phase == "start":
-            startup |= grew
-        else:
+    startup, traffic = {}, {}
+    for snapshots in snapshot_dirs:
+        with open(os.path.join(snapshots, "sequence")) as f:
+            labels = [line.strip() for line in f if line.strip()]
+        previous = {}
+        for label in labels:
+            counts = read_counts(os.path.join(snapshots, f"{label}.counts"))
+            scenario, _, phase = label.rpartition(".")
+            grew = {n for n, c in counts.items() if c > previous.get(n, 0)}
             for n in grew:
-                traffic.setdefault(n, set()).add(scenario)
-        previous = counts
+                (startup if phase == "start" else traffic).setdefault(n, set()).add(scenario)
+            previous = counts
     address = {name: i for i, (_, name) in enumerate(functions(os.path.realpath(binary)))}
 
     def rank(scenario):
         return SCENARIO_PRIORITY.index(scenario) if scenario in SCENARIO_PRIORITY else len(SCENARIO_PRIORITY)
 
-    def group_key(sig):
-        return (-len(sig), sorted(rank(s) for s in sig))
+    def grouped(where):
+        """{scenario set: names}, in layout order: the sets used by more scenarios first."""
+        groups = {}
+        for name, sig in where.items():
+            groups.setdefault(frozenset(sig), []).append(name)
+        keys = sorted(groups, key=lambda sig: (-len(sig), sorted(rank(s) for s in sig)))
+        return {sig: sorted(groups[sig], key=lambda n: address.get(n, -1)) for sig in keys}
 
-    groups = {}
-    for name, sig in traffic.items():
-        groups.setdefault(frozenset(sig), []).append(name)
-    startup_only = sorted((n for n in startup if n not in traffic), key=lambda n: address.get(n, -1))
-    out = list(startup_only)
-    for sig in sorted(groups, key=group_key):
-        out += sorted(groups[sig], key=lambda n: address.get(n, -1))
-    for name in out:
-        print(name)
-    sizes = ", ".join(f"{'+'.join(sorted(sig, key=rank))}: {len(groups[sig])}" for sig in sorted(groups, key=group_key))
-    print(f"start-up only: {len(startup_only)}; by scenario set: {sizes}", file=sys.stderr)
+    startup_groups = grouped({n: sig for n, sig in startup.items() if n not in traffic})
+    traffic_groups = grouped(traffic)
+    for groups in (startup_groups, traffic_groups):
+        for names in groups.values():
+            for name in names:
+                print(name)
+
+    def sizes(groups):
+        return ", ".join(f"{'+'.join(sorted(sig, key=rank))}: {len(n)}" for sig, n in groups.items())
+
+    print(f"start-up only, by scenario set: {sizes(startup_groups)}", file=sys.stderr)
+    print(f"traffic, by scenario set: {sizes(traffic_groups)}", file=sys.stderr)
 
 
 def probe_remove():
@@ -268,8 +275,8 @@ def main(argv):
         probe_collect(argv[2])
     elif len(argv) == 3 and argv[1] == "probe-counts":
         probe_counts(argv[2])
-    elif len(argv) == 4 and argv[1] == "order":
-        order(argv[2], argv[3])
+    elif len(argv) >= 4 and argv[1] == "order":
+        order(argv[2], argv[3:])
     elif len(argv) == 2 and argv[1] == "probe-remove":
         probe_remove()
     elif len(argv) == 3 and argv[1] == "pages":
