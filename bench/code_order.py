@@ -32,10 +32,12 @@ names for most of the same functions. The link order is made for the workspace b
 what README's first command and the local mesh run; `coverage` tells whether it still applies,
 `remap` carries it over to renamed functions without a new probe run.
 
-`bench/run.sh` with PERF=functions adds the probes before its scenarios and writes
-raw/functions.txt after them (the probes slow the proxies down: that run's numbers are not
-measurements). A function counts once it has run at all, start-up included: start-up code is
-resident for the proxy's whole life too.
+`bench/run.sh` with PERF=functions adds the probes before its scenarios, snapshots their counts as
+each scenario's proxies are up and as it ends, and writes raw/functions.txt (the union) and
+raw/link-order.txt (`order`) after them; `bench/mesh-functions.sh` does the same for the proxies of
+a local mesh. The probes slow the proxies down: that run's numbers are not measurements. A
+function counts once it has run at all, start-up included: start-up code is resident for the
+proxy's whole life too (unless the host reclaims it).
 """
 
 import os

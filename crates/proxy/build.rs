@@ -3,8 +3,10 @@
 //! A sidecar's resident memory is mostly the pages of its own code that the kernel has mapped, and
 //! the kernel maps code a fault-around window (64 KiB) at a time: one function that runs makes its
 //! neighbours resident too. `link-order.txt` lists the functions that ran in the benchmark's
-//! scenarios (start-up included), recorded by `bench/run.sh` with `PERF=functions`; lld places them
-//! first, so the code that never runs stays in pages that are never mapped. A name that no longer
+//! scenarios (`bench/run.sh` with `PERF=functions`) and in a local mesh
+//! (`bench/mesh-functions.sh`), start-up code first, then the code that runs under traffic grouped
+//! by the scenarios that run it (`bench/code_order.py order`); lld places them first, in that
+//! order, so the code that never runs stays in pages that are never mapped. A name that no longer
 //! exists is skipped, so a stale list costs memory, never correctness. The names are those of the
 //! workspace build (`cargo build --release`, as README's first command): a build with other
 //! dependency features has other symbol hashes. `scripts/test.sh` checks that at least 90 % of the
