@@ -325,10 +325,7 @@ pub(crate) fn start_proxy(
 ) -> Result<Child, SuperviseError> {
     let p = &pod.plan;
     let cmd = if p.sidecar {
-        let token = control::bootstrap_token(home, pod).map_err(|e| SuperviseError::Token {
-            pod: p.key(),
-            reason: format!("{e:#}"),
-        })?;
+        let token = supervisor::sidecar_token(home, pod)?;
         sidecar_command(home, pod, bins, &token)
     } else {
         forwarder_command(home, pod, bins)

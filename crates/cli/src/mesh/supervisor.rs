@@ -213,6 +213,15 @@ pub(crate) fn proxy_command(home: &Home, pod: &PodState, bins: &Binaries, token:
     cmd
 }
 
+/// A bootstrap token from the control plane for `pod`'s sidecar (both mesh modes), in a file the
+/// proxy reads once to get its first certificate.
+pub(crate) fn sidecar_token(home: &Home, pod: &PodState) -> Result<PathBuf, SuperviseError> {
+    super::control::bootstrap_token(home, pod).map_err(|e| SuperviseError::Token {
+        pod: pod.plan.key(),
+        reason: format!("{e:#}"),
+    })
+}
+
 /// Starts the proxy of `pod`.
 pub(crate) fn start_proxy(
     home: &Home,
@@ -221,10 +230,7 @@ pub(crate) fn start_proxy(
 ) -> Result<Child, SuperviseError> {
     let p = &pod.plan;
     let (out, err) = log_file(&home.pod_log(&p.namespace, &p.name, "proxy"))?;
-    let token = super::control::bootstrap_token(home, pod).map_err(|e| SuperviseError::Token {
-        pod: p.key(),
-        reason: format!("{e:#}"),
-    })?;
+    let token = sidecar_token(home, pod)?;
     let mut cmd = proxy_command(home, pod, bins, &token);
     cmd.stdin(Stdio::null())
         .stdout(out)
