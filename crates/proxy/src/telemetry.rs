@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::inbound::{AuthzVerdict, InboundEvent};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{
-    ConnectionLabels, Metrics, Reporter, RequestLabels, RequestProtocol, SecurityPolicy, TcpLabels,
+    ConnectionLabels, Metrics, Reporter, RequestLabels, RequestProtocol, SecurityPolicy,
+    SharedLabels, TcpLabels,
 };
 use crate::observe::record::{AuthzOutcome, RequestRecord, ResponseFlags};
 use crate::outbound::OutboundEvent;
@@ -47,7 +48,7 @@ enum LabelKey {
 /// when it holds [`LabelCache::MAX`] sets.
 #[derive(Debug, Default)]
 struct LabelCache {
-    sets: Mutex<(u64, HashMap<LabelKey, Arc<ConnectionLabels>>)>,
+    sets: Mutex<(u64, HashMap<LabelKey, SharedLabels>)>,
 }
 
 impl LabelCache {
@@ -58,14 +59,16 @@ impl LabelCache {
         version: u64,
         key: LabelKey,
         build: impl FnOnce() -> ConnectionLabels,
-    ) -> Arc<ConnectionLabels> {
+    ) -> SharedLabels {
         let mut guard = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
         let (cached_version, sets) = &mut *guard;
         if *cached_version != version || sets.len() >= Self::MAX {
             *cached_version = version;
             sets.clear();
         }
-        sets.entry(key).or_insert_with(|| Arc::new(build())).clone()
+        sets.entry(key)
+            .or_insert_with(|| SharedLabels::new(build()))
+            .clone()
     }
 }
 
@@ -213,7 +216,7 @@ impl Telemetry {
     #[allow(clippy::too_many_arguments)]
     fn count(
         &self,
-        connection: Arc<ConnectionLabels>,
+        connection: SharedLabels,
         protocol: &Option<&'static str>,
         grpc_status: Option<u32>,
         response_code: u16,

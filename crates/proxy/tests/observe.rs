@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use meshward_proxy::observe::admin::{AdminState, Readiness, serve_admin};
 use meshward_proxy::observe::metrics::{
-    ConnectionLabels, Metrics, Reporter, RequestLabels, RequestProtocol,
+    ConnectionLabels, Metrics, Reporter, RequestLabels, RequestProtocol, SharedLabels,
 };
 use meshward_proxy::observe::record::ResponseFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +33,7 @@ async fn admin_endpoints() {
     let metrics = Arc::new(Metrics::new());
     metrics.record_request(
         &RequestLabels {
-            connection: Arc::new(ConnectionLabels::unknown(Reporter::Destination)),
+            connection: SharedLabels::new(ConnectionLabels::unknown(Reporter::Destination)),
             request_protocol: RequestProtocol::Http,
             response_code: 200,
             grpc_response_status: None,

@@ -3,7 +3,10 @@
 //! forwarded to the application or answered locally.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::header::{
@@ -43,11 +46,7 @@ where
     let service = {
         let conn = conn.clone();
         let shared = shared.clone();
-        hyper::service::service_fn(move |req| {
-            let conn = conn.clone();
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) }
-        })
+        hyper::service::service_fn(move |req| handle(req, &conn, &shared))
     };
     // The negotiated ALPN fixes the protocol; without one (plaintext, or an `istio` value)
     // the HTTP/2 preface is sniffed.
@@ -104,8 +103,51 @@ where
     }
 }
 
+/// Where a request stands once the policy has spoken: answered locally, or sent to the
+/// application and waiting for its response. It is the future hyper keeps for the request.
+///
+/// Deciding needs no waiting, so it is done before this exists, and the only wait left is for
+/// the application's response head. Written out by hand rather than as an `async` block, the
+/// future is just this enum: an `async` block would also keep every local of the decision
+/// (request parts, header views, the verdict) and a second copy of what it awaits, about four
+/// times the size, stored per connection and copied per request.
+enum Step {
+    /// A local reply (denied, unauthenticated, bad request, application unavailable).
+    Reply(Response<ResponseBody>),
+    /// The request is on its way to the application.
+    Upstream(PendingUpstream),
+    /// The response was handed to hyper.
+    Done,
+}
+
+/// A request sent to the application: its response to come, and the event to complete.
+struct PendingUpstream {
+    response: hyper_util::client::legacy::ResponseFuture,
+    guard: EventGuard,
+    grpc: bool,
+}
+
+impl Future for Step {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let step = self.get_mut();
+        let answer = match step {
+            Step::Upstream(pending) => Some(ready!(Pin::new(&mut pending.response).poll(cx))),
+            Step::Reply(_) | Step::Done => None,
+        };
+        let response = match (std::mem::replace(step, Step::Done), answer) {
+            (Step::Reply(response), _) => response,
+            (Step::Upstream(pending), Some(answer)) => relay(answer, pending.guard, pending.grpc),
+            // Polled after it completed: there is nothing left to give.
+            _ => return Poll::Pending,
+        };
+        Poll::Ready(Ok(response))
+    }
+}
+
 /// One request: authorize, then forward or answer locally.
-async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Response<ResponseBody> {
+fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Step {
     let started = Instant::now();
     let mut event = conn.event(Timestamp::now());
     let (mut parts, body) = req.into_parts();
@@ -192,7 +234,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
                 Protocol::Http2 | Protocol::Grpc
             );
             drop(state);
-            forward(parts, body, &path, h2, grpc, conn, shared, guard).await
+            forward(parts, body, &path, h2, grpc, conn, shared, guard)
         }
         HttpVerdict::Deny { decision } => {
             let details = decision.response_code_details();
@@ -200,7 +242,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
                 event.set_authz(decision);
                 event.response_code_details = details;
             }
-            local_reply(403, reply::RBAC_DENIED, grpc, &[], guard)
+            Step::Reply(local_reply(403, reply::RBAC_DENIED, grpc, &[], guard))
         }
         HttpVerdict::Unauthenticated(rejection) => {
             // authentication.md §5.5: "`%RESPONSE_CODE_DETAILS%` =
@@ -221,20 +263,26 @@ async fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Respons
             ))
             .map(|v| vec![("www-authenticate", v)])
             .unwrap_or_default();
-            local_reply(rejection.status, rejection.message, grpc, &extra, guard)
+            Step::Reply(local_reply(
+                rejection.status,
+                rejection.message,
+                grpc,
+                &extra,
+                guard,
+            ))
         }
         HttpVerdict::BadRequest(rejection) => {
             if let Some(event) = guard.event() {
                 event.response_code_details = Some(path_rejection_details(rejection).to_owned());
             }
-            local_reply(rejection.status(), "", grpc, &[], guard)
+            Step::Reply(local_reply(rejection.status(), "", grpc, &[], guard))
         }
     }
 }
 
-/// Sends an allowed request to the application and streams its response back.
+/// Sends an allowed request to the application; [`relay`] streams its response back.
 #[allow(clippy::too_many_arguments)]
-async fn forward(
+fn forward(
     mut parts: http::request::Parts,
     body: Incoming,
     path: &str,
@@ -243,7 +291,7 @@ async fn forward(
     conn: &Conn,
     shared: &Shared,
     mut guard: EventGuard,
-) -> Response<ResponseBody> {
+) -> Step {
     let authority = request_authority(&parts.uri, &parts.headers).to_owned();
     parts.uri = upstream_uri(&authority, path, conn)
         .or_else(|| upstream_uri("", path, conn))
@@ -259,15 +307,29 @@ async fn forward(
         event.upstream_host = Some(conn.upstream);
     }
     let Some(client) = shared.upstreams.http(conn.dst.port(), h2) else {
-        return upstream_failed(
+        return Step::Reply(upstream_failed(
             guard,
             grpc,
             true,
             "the application client is unavailable".to_owned(),
-        );
+        ));
     };
     let request = Request::from_parts(parts, RequestBody::new(body, guard.received_counter()));
-    match client.request(request).await {
+    Step::Upstream(PendingUpstream {
+        response: client.request(request),
+        guard,
+        grpc,
+    })
+}
+
+/// The application's answer to a forwarded request, streamed back (or Envoy's 503 when it
+/// gave none).
+fn relay(
+    answer: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    mut guard: EventGuard,
+    grpc: bool,
+) -> Response<ResponseBody> {
+    match answer {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);

@@ -14,11 +14,14 @@
 //! workloads without guessing from response codes.
 //!
 //! Cost per request: the caller builds one [`ConnectionLabels`] per connection (peer and
-//! workload labels do not change within a connection), wraps it in an `Arc`, and per request
-//! builds a [`RequestLabels`] holding a clone of that `Arc` plus the few per-request values. A
-//! series that already exists is found by hashing the label set; nothing is allocated.
+//! workload labels do not change within a connection), shares it as [`SharedLabels`], and per
+//! request builds a [`RequestLabels`] holding a clone of that plus the few per-request values.
+//! A series that already exists is found by hashing the label set, where the connection's
+//! twenty strings count as one number hashed when they were shared; nothing is allocated.
 
 use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
@@ -244,11 +247,64 @@ impl ConnectionLabels {
     }
 }
 
+/// A connection's labels as its series hold them: shared, and hashed once.
+///
+/// Every request looks up its series in five families, and a family finds a series by hashing
+/// the whole label set. Hashing the connection's twenty strings each time was most of that
+/// cost; this hashes them when the labels are shared and the families hash the result.
+#[derive(Debug, Clone)]
+pub struct SharedLabels {
+    labels: Arc<ConnectionLabels>,
+    /// The labels' hash with fixed keys, so equal labels shared twice hash alike.
+    hash: u64,
+}
+
+impl SharedLabels {
+    /// Shares `labels`.
+    pub fn new(labels: ConnectionLabels) -> Self {
+        let mut hasher = DefaultHasher::new();
+        labels.hash(&mut hasher);
+        Self {
+            labels: Arc::new(labels),
+            hash: hasher.finish(),
+        }
+    }
+}
+
+impl Deref for SharedLabels {
+    type Target = ConnectionLabels;
+
+    fn deref(&self) -> &ConnectionLabels {
+        &self.labels
+    }
+}
+
+impl PartialEq for SharedLabels {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.labels, &other.labels)
+            || (self.hash == other.hash && self.labels == other.labels)
+    }
+}
+
+impl Eq for SharedLabels {}
+
+impl Hash for SharedLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl EncodeLabelSet for SharedLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        self.labels.encode(encoder)
+    }
+}
+
 /// Labels of one HTTP/gRPC request: the connection's plus the per-request values.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestLabels {
     /// The connection's labels (an `Arc` clone per request).
-    pub connection: Arc<ConnectionLabels>,
+    pub connection: SharedLabels,
     /// `http` or `grpc`.
     pub request_protocol: RequestProtocol,
     /// The HTTP status; 0 when no response was sent.
@@ -285,7 +341,7 @@ impl EncodeLabelSet for RequestLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TcpLabels {
     /// The connection's labels.
-    pub connection: Arc<ConnectionLabels>,
+    pub connection: SharedLabels,
     /// Envoy's response flags; `-` when none.
     pub response_flags: ResponseFlags,
 }
@@ -320,7 +376,7 @@ pub struct AuthzLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EdgeDecisionLabels {
     /// The connection's labels.
-    pub connection: Arc<ConnectionLabels>,
+    pub connection: SharedLabels,
     /// `http`, `grpc` or `tcp`.
     pub request_protocol: RequestProtocol,
     /// `allow`, `deny`, `audit`, `unauthenticated`, `reject`.
@@ -605,7 +661,7 @@ impl Metrics {
     /// HTTP request, one per TCP connection).
     pub fn edge_decision(
         &self,
-        connection: &Arc<ConnectionLabels>,
+        connection: &SharedLabels,
         request_protocol: RequestProtocol,
         decision: AuthzOutcome,
         policy: Option<&PolicyRef>,
@@ -652,7 +708,7 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn conn() -> Arc<ConnectionLabels> {
+    fn conn() -> SharedLabels {
         let mut c = ConnectionLabels::unknown(Reporter::Destination);
         c.source_workload = Arc::from("sleep");
         c.source_workload_namespace = Arc::from("foo");
@@ -661,7 +717,7 @@ mod tests {
         c.destination_principal = Arc::from("spiffe://cluster.local/ns/foo/sa/httpbin");
         c.destination_service = Arc::from("httpbin.foo.svc.cluster.local");
         c.connection_security_policy = SecurityPolicy::MutualTls;
-        Arc::new(c)
+        SharedLabels::new(c)
     }
 
     #[test]
@@ -724,6 +780,46 @@ mod tests {
     }
 
     #[test]
+    fn equal_labels_shared_twice_count_in_one_series() {
+        // Two connections between the same workloads build their labels separately: their
+        // requests must still land in one series, and different labels in another.
+        let m = Metrics::new();
+        let request = |connection: SharedLabels| RequestLabels {
+            connection,
+            request_protocol: RequestProtocol::Http,
+            response_code: 200,
+            grpc_response_status: None,
+            response_flags: ResponseFlags::NONE,
+        };
+        let (first, second) = (conn(), conn());
+        assert!(!Arc::ptr_eq(&first.labels, &second.labels));
+        assert_eq!(first, second);
+        let mut other = (*conn()).clone();
+        other.source_workload = Arc::from("curl");
+        let other = SharedLabels::new(other);
+        assert_ne!(first, other);
+        m.record_request(&request(first), 1.0, 0, 0);
+        m.record_request(&request(second), 1.0, 0, 0);
+        m.record_request(&request(other), 1.0, 0, 0);
+        let text = m.encode();
+        let totals: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(totals.len(), 2, "{totals:?}");
+        assert!(
+            totals
+                .iter()
+                .any(|l| l.contains("source_workload=\"sleep\"") && l.ends_with(" 2"))
+        );
+        assert!(
+            totals
+                .iter()
+                .any(|l| l.contains("source_workload=\"curl\"") && l.ends_with(" 1"))
+        );
+    }
+
+    #[test]
     fn tcp_metrics_have_istio_names() {
         let m = Metrics::new();
         let labels = TcpLabels {
@@ -771,7 +867,7 @@ mod tests {
     fn grpc_and_flags_labels() {
         let m = Metrics::new();
         let labels = RequestLabels {
-            connection: Arc::new(ConnectionLabels::unknown(Reporter::Source)),
+            connection: SharedLabels::new(ConnectionLabels::unknown(Reporter::Source)),
             request_protocol: RequestProtocol::Grpc,
             response_code: 200,
             grpc_response_status: Some(7),

@@ -117,7 +117,9 @@ pub(super) async fn forward(
         };
         let (pooled, reused) = match shared.pool.checkout(&key) {
             Some(p) => (p, true),
-            None => match open(&shared, &key).await {
+            // Boxed: opening a connection (TCP, TLS and HTTP handshakes) is the largest state
+            // of this future and the rarest path; inline, every request would carry it.
+            None => match Box::pin(open(&shared, &key)).await {
                 Ok(p) => (p, false),
                 Err(e) => {
                     if retries < CONNECT_RETRIES {

@@ -50,12 +50,21 @@ pub enum Transport {
 }
 
 /// The parameters of one mTLS origination.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MtlsTarget {
     /// SNI (§4.3).
     pub sni: Arc<str>,
     /// Secure naming list before alias expansion (§1.8 client step 3); empty = chain only.
     pub expected: Arc<[SpiffeId]>,
+}
+
+/// Hashes the SNI only. The pool hashes its key on every request, twice; the SNI names the
+/// service and port and so already tells targets apart, and equal targets have equal SNIs.
+/// The identities are still compared in full.
+impl std::hash::Hash for MtlsTarget {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.sni.hash(state);
+    }
 }
 
 /// One endpoint of a route.

@@ -27,8 +27,11 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     serve_http_or_abort(shared, stream, move |req| {
-        let answer = handle(req);
-        async move { Ok::<_, Infallible>(answer.await) }
+        // The handler's future is created inside this one, not captured by it: a captured
+        // future would be stored twice (once as the capture, once while awaited), doubling
+        // what hyper keeps per connection and copies per request.
+        let handle = handle.clone();
+        async move { Ok::<_, Infallible>(handle(req).await) }
     })
     .await;
 }

@@ -3,6 +3,7 @@
 //! (so every request is logged and the HTTP ALPN applies); other ports are copied as bytes over
 //! mTLS with the TCP ALPN; addresses outside the mesh are passed through unchanged.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,13 +107,15 @@ pub(super) async fn serve(shared: Arc<Shared>, stream: TcpStream, original_dst: 
 }
 
 /// One request on a captured HTTP connection. The route is resolved per request so a
-/// configuration change applies to the next request on a kept-alive connection.
-async fn http_request(
+/// configuration change applies to the next request on a kept-alive connection. Not an
+/// `async fn`: resolving needs no waiting, and returning [`forward`]'s future itself keeps
+/// the request from being stored twice in the future hyper holds.
+fn http_request(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     down: Downstream,
     original_dst: SocketAddr,
-) -> Response<Body> {
+) -> impl Future<Output = Response<Body>> + Send + 'static {
     // The application addressed the request itself: `Host` (HTTP/1.1) or `:authority`
     // (HTTP/2) stay as sent; without either, the address it connected to stands in.
     let authority = req
@@ -130,5 +133,7 @@ async fn http_request(
     let route = shared
         .resolver
         .resolve(&state, Destination::Address(original_dst));
-    forward(shared.clone(), route, state.version, authority, req, down).await
+    let version = state.version;
+    drop(state);
+    forward(shared, route, version, authority, req, down)
 }
