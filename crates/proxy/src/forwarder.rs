@@ -88,6 +88,7 @@ pub async fn run_forwarder(
     let mut outbound_config = OutboundConfig::new(state.clone(), tls);
     outbound_config.http_proxy_addr = Some(options.http_proxy);
     outbound_config.event_sink = telemetry.outbound_sink();
+    outbound_config.request_details = telemetry.logs_requests();
     outbound_config.port_shift = options.port_shift;
     outbound_config.source = options.outbound_bind;
     outbound_config.plain_forwarder = true;

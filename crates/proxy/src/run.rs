@@ -159,6 +159,7 @@ pub async fn run(
     )
     .with_port_shift(options.port_shift)
     .with_handshake_counts(metrics.tls_handshakes())
+    .with_request_details(telemetry.logs_requests())
     .with_events(match &control {
         // A token with an unknown `kid` asks the control plane for a fresh JWKS.
         Some(client) => {
@@ -178,6 +179,7 @@ pub async fn run(
     outbound_config.http_proxy_addr = options.http_proxy;
     outbound_config.transparent_addr = options.outbound_capture;
     outbound_config.event_sink = telemetry.outbound_sink();
+    outbound_config.request_details = telemetry.logs_requests();
     outbound_config.handshakes = metrics.tls_handshakes();
     outbound_config.port_shift = options.port_shift;
     outbound_config.source = options.outbound_bind;

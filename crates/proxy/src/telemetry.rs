@@ -89,6 +89,11 @@ impl Telemetry {
         }
     }
 
+    /// Does anything read a request's method, path, authority and headers (an access log)?
+    pub fn logs_requests(&self) -> bool {
+        self.access_log.is_enabled()
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -200,6 +200,13 @@ fn two_sidecars_enforce_mtls_and_authorization() {
         "both sidecars log the request under one id: {log}"
     );
     assert!(log.contains("authz=deny policy=- "), "{log}");
+    // With an access log, both sidecars' events carry the request itself.
+    assert_eq!(
+        log.matches("\"GET /get HTTP/1.1\"").count(),
+        2,
+        "both sidecars log the method and path: {log}"
+    );
+    assert!(log.contains("\"GET /admin HTTP/1.1\""), "{log}");
     assert!(
         log.contains("rbac_access_denied_matched_policy[none]"),
         "{log}"

@@ -157,7 +157,9 @@ fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Step {
         Version::HTTP_2 => "HTTP/2",
         _ => "HTTP/1.1",
     });
-    event.request_headers = crate::observe::record::logged_headers(&parts.headers);
+    if shared.request_details {
+        event.request_headers = crate::observe::record::logged_headers(&parts.headers);
+    }
     let grpc = reply::is_grpc(&parts.headers);
     // Envoy sets `x-forwarded-proto` (and `:scheme` when absent) from the downstream transport.
     let scheme = if conn.peer.is_some() { "https" } else { "http" };
@@ -174,10 +176,11 @@ fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Step {
 
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let authority = request_authority(&parts.uri, &parts.headers);
-    event.method = Some(parts.method.as_str().to_owned());
-    event.path = Some(path.to_owned());
-    event.authority = Some(authority.to_owned());
-    let realm = realm(&parts.uri, scheme, authority, path);
+    if shared.request_details {
+        event.method = Some(parts.method.as_str().to_owned());
+        event.path = Some(path.to_owned());
+        event.authority = Some(authority.to_owned());
+    }
 
     let state = shared.state.load();
     let port = conn.dst.port();
@@ -258,6 +261,7 @@ fn handle(req: Request<Incoming>, conn: &Conn, shared: &Shared) -> Step {
             // §5.5: header `www-authenticate: Bearer realm="<scheme>://<host><path>",
             // error="invalid_token"` on the local reply (Envoy's jwt_authn adds it to every
             // rejection, the 403 for audiences included).
+            let realm = realm(&parts.uri, scheme, authority, path);
             let extra: Vec<(&'static str, HeaderValue)> = HeaderValue::from_str(&format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_token\""
             ))

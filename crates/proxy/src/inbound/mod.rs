@@ -129,6 +129,8 @@ pub(crate) struct Shared {
     pub(crate) server_config: Arc<ServerConfig>,
     pub(crate) upstreams: Upstreams,
     pub(crate) events: EventSink,
+    /// See [`Inbound::with_request_details`].
+    pub(crate) request_details: bool,
     pub(crate) timeouts: Timeouts,
     pub(crate) handshakes: TlsHandshakes,
 }
@@ -160,6 +162,7 @@ pub struct Inbound {
     app: AppTarget,
     mode: ListenerMode,
     events: EventSink,
+    request_details: bool,
     timeouts: Timeouts,
     handshakes: TlsHandshakes,
     port_shift: PortShift,
@@ -186,6 +189,7 @@ impl Inbound {
             app,
             mode,
             events: tracing_sink(),
+            request_details: true,
             timeouts: Timeouts::default(),
             handshakes: TlsHandshakes::default(),
             port_shift: PortShift::NONE,
@@ -204,6 +208,14 @@ impl Inbound {
     /// Delivers events to `sink`.
     pub fn with_events(mut self, sink: EventSink) -> Self {
         self.events = sink;
+        self
+    }
+
+    /// Whether events carry each request's method, path, authority and logged headers. Only
+    /// an access log reads them, so without one the proxy need not copy them per request
+    /// (default: they are carried).
+    pub fn with_request_details(mut self, carried: bool) -> Self {
+        self.request_details = carried;
         self
     }
 
@@ -273,6 +285,7 @@ impl Inbound {
                 },
             ),
             events: self.events,
+            request_details: self.request_details,
             timeouts: self.timeouts,
             handshakes: self.handshakes,
         });

@@ -106,6 +106,10 @@ pub struct OutboundConfig {
     /// closes or resets before answering resets the client's connection instead of getting
     /// Envoy's 503, as the client would see without any proxy in between.
     pub plain_forwarder: bool,
+    /// Whether events carry each request's method, path, authority and logged headers. Only
+    /// an access log reads them, so without one the proxy need not copy them per request
+    /// (default: they are carried).
+    pub request_details: bool,
 }
 
 impl OutboundConfig {
@@ -122,6 +126,7 @@ impl OutboundConfig {
             port_shift: PortShift::NONE,
             source: SourceBind::default(),
             plain_forwarder: false,
+            request_details: true,
         }
     }
 }
@@ -167,6 +172,7 @@ impl Outbound {
                 resolver: Resolver::new(),
                 connector,
                 plain_forwarder: config.plain_forwarder,
+                request_details: config.request_details,
                 pool: Arc::new(Pool::new(timeouts.pool_idle, MAX_IDLE_PER_KEY)),
                 sink: config.event_sink,
                 timeouts,
@@ -340,6 +346,8 @@ struct Shared {
     own_addrs: OnceLock<Vec<SocketAddr>>,
     /// See [`OutboundConfig::plain_forwarder`].
     plain_forwarder: bool,
+    /// See [`OutboundConfig::request_details`].
+    request_details: bool,
 }
 
 impl std::fmt::Debug for Shared {

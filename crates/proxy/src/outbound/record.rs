@@ -31,6 +31,11 @@ pub(super) fn request_recorder(
     let mut rec = Recorder::new(shared.sink.clone(), down.listener);
     rec.update(|e| {
         e.protocol = Some(protocol_name(req.version()));
+        e.downstream_remote_address = Some(down.remote);
+        e.downstream_local_address = Some(down.local);
+        if !shared.request_details {
+            return;
+        }
         e.method = Some(req.method().to_string());
         e.path = Some(
             req.uri()
@@ -39,8 +44,6 @@ pub(super) fn request_recorder(
                 .unwrap_or_else(|| "/".to_owned()),
         );
         e.authority = Some(authority.to_owned());
-        e.downstream_remote_address = Some(down.remote);
-        e.downstream_local_address = Some(down.local);
         e.request_headers = crate::observe::record::logged_headers(req.headers());
     });
     rec
