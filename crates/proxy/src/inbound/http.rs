@@ -492,3 +492,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_request_future_stays_small() {
+        // hyper keeps this future per connection and moves it per request; as an `async`
+        // block it was over 5 KiB. The bound leaves room for a few more fields, not for
+        // an `async` state machine to come back.
+        assert!(
+            std::mem::size_of::<Step>() <= 1024,
+            "Step is {} bytes",
+            std::mem::size_of::<Step>()
+        );
+    }
+}
