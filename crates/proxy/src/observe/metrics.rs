@@ -708,6 +708,12 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// The exposition lines of metric `name`'s series.
+    fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        let prefix = format!("{name}{{");
+        text.lines().filter(|l| l.starts_with(&prefix)).collect()
+    }
+
     fn conn() -> SharedLabels {
         let mut c = ConnectionLabels::unknown(Reporter::Destination);
         c.source_workload = Arc::from("sleep");
@@ -802,10 +808,7 @@ mod tests {
         m.record_request(&request(second), 1.0, 0, 0);
         m.record_request(&request(other), 1.0, 0, 0);
         let text = m.encode();
-        let totals: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("istio_requests_total{"))
-            .collect();
+        let totals = series(&text, "istio_requests_total");
         assert_eq!(totals.len(), 2, "{totals:?}");
         assert!(
             totals
@@ -936,10 +939,7 @@ mod tests {
         );
         m.edge_decision(&conn(), RequestProtocol::Tcp, AuthzOutcome::Allow, None);
         let text = m.encode();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("meshward_authz_edge_decisions_total{"))
-            .collect();
+        let lines = series(&text, "meshward_authz_edge_decisions_total");
         assert_eq!(lines.len(), 2, "{text}");
         let deny = lines
             .iter()
