@@ -63,16 +63,80 @@ fn all_seeds_together_have_no_errors() {
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["errors"], 0);
-    // The traps the seed README lists that analyze can see: quoted condition keys (001) and a
-    // DENY on a namespace that does not exist (002).
-    let codes: Vec<&str> = v["findings"]
-        .as_array()
-        .unwrap()
+    let findings = v["findings"].as_array().unwrap();
+    let found = |code: &str, file_end: &str, stage: Option<&str>| {
+        findings.iter().any(|f| {
+            f["code"] == code
+                && f["file"].as_str().unwrap().ends_with(file_end)
+                && match stage {
+                    Some(s) => f["stages"]
+                        .as_array()
+                        .is_some_and(|st| st.iter().any(|x| x == s)),
+                    None => f.get("stages").is_none(),
+                }
+        })
+    };
+    // The traps the seed documents contain (their policytests' notes), each where it lives:
+    // quoted condition keys (001), a client-address rule behind a gateway (001), a DENY on a
+    // namespace that does not exist (002), and deny-all leaving workloads with no ALLOW rule
+    // (000, 002) in the files as a whole;
+    assert!(
+        found("MW0007", "08-authz-frontend-backend.yaml", None),
+        "{out}"
+    );
+    assert!(
+        found(
+            "MW0012",
+            "001-production-mtls-rbac-jwt/10-authz-rbac.yaml",
+            None
+        ),
+        "{out}"
+    );
+    assert!(found("IST0101", "04-authz-deny.yaml", None), "{out}");
+    assert!(
+        found("MW0013", "08-zero-trust-deny-all.yaml", None),
+        "{out}"
+    );
+    // and in the tutorial stages: principal rules while mTLS is PERMISSIVE (002's exercise), a
+    // RequestAuthentication nothing requires yet (004), and the real DENY deny-all that no
+    // ALLOW can override (000's variant).
+    assert!(
+        found(
+            "MW0003",
+            "09-zero-trust-allow-frontend.yaml",
+            Some("seed-002-exercise-permissive-with-zero-trust")
+        ),
+        "{out}"
+    );
+    assert!(
+        found(
+            "MW0004",
+            "02-jwt.yaml",
+            Some("seed-004-request-authentication")
+        ),
+        "{out}"
+    );
+    assert!(
+        found(
+            "MW0009",
+            "03-backend-allow-frontend.yaml",
+            Some("seed-000-variant-real-deny-all")
+        ),
+        "{out}"
+    );
+    // A finding of the files as a whole is reported once, not again for each stage that
+    // includes the same file.
+    let quoted = findings
         .iter()
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
-    assert!(codes.contains(&"MW0007"), "{codes:?}");
-    assert!(codes.contains(&"IST0101"), "{codes:?}");
+        .filter(|f| {
+            f["code"] == "MW0007"
+                && f["file"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("08-authz-frontend-backend.yaml")
+        })
+        .count();
+    assert_eq!(quoted, 1, "{out}");
 }
 
 fn crafted() -> Vec<String> {

@@ -119,7 +119,8 @@ fn live_check_and_analyze_answer_what_the_files_answer() {
     );
     snapshot("live-check-denied", &denied, dir.path());
 
-    // Nothing to report yet, about the running mesh.
+    // Before anything is applied: only the information that deny-all leaves frontend (a pure
+    // client in seed 000) without an ALLOW rule.
     let clean = stdout(url, &["analyze"]);
     snapshot("live-analyze-clean", &clean, dir.path());
 

@@ -309,6 +309,40 @@ fn findings(v: &Value) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
+/// A table answer of `analyze` with its findings (a line and its `fix:` line) sorted as text:
+/// the command sorts them by file, and the files are in temporary folders of random names.
+fn findings_sorted(table: &str) -> String {
+    let mut blocks: Vec<String> = Vec::new();
+    let mut summary = String::new();
+    for line in table.lines() {
+        if line.starts_with("    ") {
+            if let Some(last) = blocks.last_mut() {
+                last.push_str(&format!("{line}\n"));
+            }
+        } else if line.contains(" error(s), ") {
+            summary = format!("{line}\n");
+        } else {
+            blocks.push(format!("{line}\n"));
+        }
+    }
+    blocks.sort();
+    blocks.concat() + &summary
+}
+
+/// [`findings`] of an offline answer about seed 000, with each Deployment named as the running
+/// mesh names it: by its one pod.
+fn findings_as_pods(v: &Value) -> Vec<(String, String, String, String)> {
+    findings(v)
+        .into_iter()
+        .map(|(code, level, resource, message)| {
+            let message = message
+                .replace("default/frontend ", "default/frontend-0 ")
+                .replace("default/backend ", "default/backend-0 ");
+            (code, level, resource, message)
+        })
+        .collect()
+}
+
 fn check_and_analyze_live(mesh: &Mesh, seed: &Path) {
     let files = manifests(seed);
     let home = mesh.home.path().display().to_string();
@@ -348,12 +382,17 @@ fn check_and_analyze_live(mesh: &Mesh, seed: &Path) {
         &table.replace(&home, "[HOME]"),
     );
 
-    // Analyze: the running mesh has nothing to report, as the manifests have not.
+    // Analyze: the running mesh reports what the manifests report. The files know the
+    // Deployment (`default/frontend`), the running mesh its pod (`default/frontend-0`).
     let live = json(mesh, &["analyze", "-o", "json"]);
     let mut args = vec!["analyze", "-o", "json", "-f"];
     args.extend(files.iter().map(String::as_str));
     let offline = json(mesh, &args);
-    assert_eq!(findings(&live), findings(&offline), "{live}\n{offline}");
+    assert_eq!(
+        findings(&live),
+        findings_as_pods(&offline),
+        "{live}\n{offline}"
+    );
 
     // Applied: live check reflects the DENY at once, and the sidecar enforces it once SYNCED.
     let scratch = tempfile::tempdir().unwrap();
@@ -419,7 +458,7 @@ fn check_and_analyze_live(mesh: &Mesh, seed: &Path) {
     args.extend(with_applied.iter().map(String::as_str));
     let offline = json(mesh, &args);
     let live_findings = findings(&live);
-    for f in findings(&offline) {
+    for f in findings_as_pods(&offline) {
         assert!(live_findings.contains(&f), "{f:?} missing live: {live}");
     }
     let ghost = live["findings"]
@@ -434,6 +473,10 @@ fn check_and_analyze_live(mesh: &Mesh, seed: &Path) {
     let table = text(mesh, &["analyze"]);
     redacted(
         "live-analyze-applied-seed-000",
-        &table.replace(&scratch.path().display().to_string(), "[DIR]"),
+        &findings_sorted(
+            &table
+                .replace(&scratch.path().display().to_string(), "[DIR]")
+                .replace(&home, "[HOME]"),
+        ),
     );
 }

@@ -55,6 +55,10 @@ struct FindingView<'a> {
     field: &'a str,
     message: &'a str,
     fix: &'a str,
+    /// The PolicyTests (tutorial stages) whose configuration shows the problem, when the files
+    /// as a whole do not.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stages: &'a [String],
     /// Live only: who wrote the resource, `watched` (a file the control plane loads) or
     /// `applied` (`meshward apply`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +85,7 @@ impl<'a> FindingView<'a> {
             field: f.field.as_str(),
             message: &f.message,
             fix: &f.fix,
+            stages: &f.stages,
             source,
         }
     }
@@ -109,6 +114,7 @@ fn finding_line(f: &Finding, applied: bool) -> String {
     if applied {
         place.push_str(&format!(" via {APPLIED}"));
     }
+    place.push_str(&f.stages_text());
     format!(
         "{} [{}] ({place}) {}",
         colored_level(f.level),

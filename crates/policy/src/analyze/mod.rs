@@ -35,7 +35,11 @@
 //! | MW0009 | ShadowedByDeny | ALLOW policies under a DENY that matches every request |
 //! | MW0010 | RuleNeverMatches | a field whose every value is also excluded by its `not…` twin |
 //! | MW0011 | SplitRule | a list item that turns an AND into an OR |
+//! | MW0012 | PeerAddressIsAProxy | public client addresses in `ipBlocks` / `source.ip` on a sidecar, which sees the gateway's address |
+//! | MW0013 | OnlyAllowNothing | (info) a workload whose only ALLOW policies have no rules refuses every request |
 
+mod addresses;
+mod allow_nothing;
 mod client_tls;
 mod conditions;
 mod identity;
@@ -54,7 +58,9 @@ use std::sync::Arc;
 
 use meshward_api::policytest::{POLICY_TEST_API_VERSION, PolicyTest};
 use meshward_api::resources::security::{AuthorizationPolicy, Rule};
-use meshward_api::{FieldPath, LoadReport, LoadedResource, Location, Origin, Resource, ResourceId};
+use meshward_api::{
+    FieldPath, LoadReport, LoadedResource, LoadedTest, Location, Origin, Resource, ResourceId,
+};
 
 use crate::authz::identity::TrustDomainBundle;
 use crate::authz::{AuthzIndex, CompiledPolicy, compile_policy};
@@ -111,6 +117,27 @@ pub struct Finding {
     pub message: String,
     /// How to fix it.
     pub fix: String,
+    /// The PolicyTests whose configuration shows the problem, when the files as a whole do not:
+    /// a tutorial stage (its included manifests and embedded resources, its workloads) that a
+    /// later stage changes. Empty for a finding about the files as a whole.
+    pub stages: Vec<String>,
+    /// The workloads (`ns/name`) the finding is about, when it concerns some of the workloads
+    /// its resource applies to and not the others; empty when it concerns the resource as a
+    /// whole.
+    pub workloads: Vec<String>,
+}
+
+impl Finding {
+    /// `, in PolicyTest a (and N more)` when the finding holds only in stages.
+    pub fn stages_text(&self) -> String {
+        match self.stages.as_slice() {
+            [] => String::new(),
+            [one] => format!(", in PolicyTest {one}"),
+            [first, rest @ ..] => {
+                format!(", in PolicyTest {first} and {} more stage(s)", rest.len())
+            }
+        }
+    }
 }
 
 impl fmt::Display for Finding {
@@ -124,7 +151,7 @@ impl fmt::Display for Finding {
         if let Some(loc) = self.location {
             write!(f, ":{}", loc.line)?;
         }
-        write!(f, ") {}", self.message)
+        write!(f, "{}) {}", self.stages_text(), self.message)
     }
 }
 
@@ -148,11 +175,13 @@ pub(crate) const MW0008: Code = ("MW0008", "PlaintextToStrictServer");
 pub(crate) const MW0009: Code = ("MW0009", "ShadowedByDeny");
 pub(crate) const MW0010: Code = ("MW0010", "RuleNeverMatches");
 pub(crate) const MW0011: Code = ("MW0011", "SplitRule");
+pub(crate) const MW0012: Code = ("MW0012", "PeerAddressIsAProxy");
+pub(crate) const MW0013: Code = ("MW0013", "OnlyAllowNothing");
 
 /// Every code this module can report, in order, with its name.
 pub const CODES: &[Code] = &[
     IST0101, IST0102, IST0103, IST0106, IST0127, IST0133, MW0001, MW0002, MW0003, MW0004, MW0005,
-    MW0006, MW0007, MW0008, MW0009, MW0010, MW0011,
+    MW0006, MW0007, MW0008, MW0009, MW0010, MW0011, MW0012, MW0013,
 ];
 
 /// What the analyzers read: the resources of the files, and the mesh they make.
@@ -192,8 +221,7 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// The resources of the files (PolicyTests' embedded resources are not analyzed: they are
-    /// test fixtures, often deliberately wrong).
+    /// The resources analyzed: the files' own, or a PolicyTest stage's (see [`analyze`]).
     pub(crate) fn resources(&self) -> impl Iterator<Item = &'a LoadedResource> + 'a {
         self.report.resources.iter()
     }
@@ -273,6 +301,8 @@ pub(crate) fn finding_at(
         field,
         message: message.into(),
         fix: fix.into(),
+        stages: Vec::new(),
+        workloads: Vec::new(),
     }
 }
 
@@ -332,8 +362,77 @@ fn mesh_of(report: &LoadReport) -> Mesh {
     mesh
 }
 
-/// Runs every analyzer. Findings are sorted by file, line and code, duplicates removed.
+/// Runs every analyzer on the files as a whole, then on each PolicyTest's own configuration (a
+/// tutorial stage), and reports what only a stage shows with that stage's name. Findings are
+/// sorted by file, line and code, duplicates removed.
 pub fn analyze(report: &LoadReport) -> Vec<Finding> {
+    let mut out = run_analyzers(report);
+    let whole: BTreeSet<FindingKey<'_>> = out.iter().map(FindingKey::of).collect();
+    let mut staged: Vec<Finding> = Vec::new();
+    for test in report.tests.iter().filter(|t| is_stage(t)) {
+        let name = test.test.metadata.name.clone().unwrap_or_default();
+        for mut finding in run_analyzers(&stage_report(test)) {
+            let key = FindingKey::of(&finding);
+            if whole.contains(&key) {
+                continue;
+            }
+            match staged.iter_mut().find(|s| FindingKey::of(s) == key) {
+                Some(seen) => seen.stages.push(name.clone()),
+                None => {
+                    finding.stages.push(name.clone());
+                    staged.push(finding);
+                }
+            }
+        }
+    }
+    out.extend(staged);
+    out.sort_by(|a, b| {
+        (&a.file, a.location, a.code, &a.message).cmp(&(&b.file, b.location, b.code, &b.message))
+    });
+    out
+}
+
+/// What makes two findings the same problem.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct FindingKey<'a> {
+    file: &'a str,
+    location: Option<Location>,
+    code: &'static str,
+    message: &'a str,
+}
+
+impl<'a> FindingKey<'a> {
+    fn of(f: &'a Finding) -> Self {
+        FindingKey {
+            file: &f.file,
+            location: f.location,
+            code: f.code,
+            message: &f.message,
+        }
+    }
+}
+
+/// A PolicyTest describes a configuration worth analyzing when it loaded cleanly and does not
+/// test refusal: a test expecting validation errors holds deliberately wrong resources.
+fn is_stage(test: &LoadedTest) -> bool {
+    test.test.spec.expect_errors.is_none()
+        && !test.diagnostics.iter().any(|d| d.is_error())
+        && !test.resources.is_empty()
+}
+
+/// A PolicyTest's configuration as a load report of its own: its resources (included and
+/// embedded), their load warnings, and the test itself for its workloads and `meshConfig`.
+fn stage_report(test: &LoadedTest) -> LoadReport {
+    LoadReport {
+        resources: test.resources.clone(),
+        tests: vec![test.clone()],
+        skipped: test.skipped.clone(),
+        diagnostics: test.diagnostics.clone(),
+    }
+}
+
+/// Every analyzer on one configuration, duplicates removed.
+fn run_analyzers(report: &LoadReport) -> Vec<Finding> {
     let cx = Context::new(report);
     let mut out = Vec::new();
     schema::analyze(&cx, &mut out);
@@ -344,6 +443,8 @@ pub fn analyze(report: &LoadReport) -> Vec<Finding> {
     conditions::analyze(&cx, &mut out);
     client_tls::analyze(&cx, &mut out);
     rules::analyze(&cx, &mut out);
+    addresses::analyze(&cx, &mut out);
+    allow_nothing::analyze(&cx, &mut out);
     out.sort_by(|a, b| {
         (&a.file, a.location, a.code, &a.message).cmp(&(&b.file, b.location, b.code, &b.message))
     });

@@ -44,5 +44,7 @@ fn from_diagnostic(d: &Diagnostic) -> Finding {
         field: d.field.clone(),
         message,
         fix: fix.to_owned(),
+        stages: Vec::new(),
+        workloads: Vec::new(),
     }
 }

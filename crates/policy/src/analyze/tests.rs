@@ -39,6 +39,8 @@ const CASES: &[(&str, &str, &str)] = &[
     case!("MW0009"),
     case!("MW0010"),
     case!("MW0011"),
+    case!("MW0012"),
+    case!("MW0013"),
 ];
 
 fn run(yaml: &str) -> Vec<Finding> {
@@ -135,6 +137,33 @@ fn mw0010_rule_never_matches() {
 #[test]
 fn mw0011_split_rule() {
     check("MW0011");
+}
+
+#[test]
+fn mw0012_peer_address_is_a_proxy() {
+    check("MW0012");
+}
+#[test]
+fn mw0013_only_allow_nothing() {
+    check("MW0013");
+}
+
+/// A trap that only a PolicyTest stage shows is reported with the stage's name; the same
+/// stage with the fix is quiet.
+#[test]
+fn a_policytest_stage_is_analyzed_as_its_own_configuration() {
+    let trap = run(include_str!(
+        "../../../cli/tests/data/analyze/MW0003-stage-trap.yaml"
+    ));
+    let staged = trap.iter().find(|f| f.code == "MW0003");
+    assert!(
+        staged.is_some_and(|f| f.stages == ["step-1-allow-before-strict"]),
+        "{trap:#?}"
+    );
+    let ok = run(include_str!(
+        "../../../cli/tests/data/analyze/MW0003-stage-ok.yaml"
+    ));
+    assert!(ok.is_empty(), "{ok:#?}");
 }
 
 #[test]

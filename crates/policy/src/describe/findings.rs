@@ -1,7 +1,8 @@
 //! The `meshward analyze` findings that concern the workload: those about the workload itself,
 //! its namespace, or a resource the description shows as applying to it (a Service selecting
 //! it, a DestinationRule towards it, a PeerAuthentication, AuthorizationPolicy or
-//! RequestAuthentication that applies), and those whose message names the workload.
+//! RequestAuthentication that applies), and those whose message names the workload. A finding
+//! about some of the workloads a resource applies to is shown for those only.
 
 use meshward_api::{Kind, LoadReport};
 
@@ -28,11 +29,14 @@ impl Related {
     }
 }
 
-/// The findings of `report` about `w` or `related`.
+/// The findings of `report` about `w` or `related`. Findings that only a PolicyTest stage shows
+/// are left out: the description is of the configuration as a whole.
 pub(crate) fn findings(report: &LoadReport, w: &Workload, related: &[Related]) -> Vec<FindingView> {
     let key = w.key();
     analyze(report)
         .into_iter()
+        .filter(|f| f.stages.is_empty())
+        .filter(|f| f.workloads.is_empty() || f.workloads.contains(&key))
         .filter(|f| {
             let about_related = f.resource.as_ref().is_some_and(|id| {
                 (id.kind == Kind::Namespace && id.name == w.namespace)
