@@ -226,10 +226,93 @@ fn seed_000_proxy_status_proxy_config_and_edges() {
     let table = text(&mesh, &["edges"]);
     assert!(table.contains("default/frontend-0"), "{table}");
 
+    saved_answers_read_as_live(&mesh);
     check_and_analyze_live(&mesh, &dir);
 
     mesh.down();
     mesh.assert_clean();
+}
+
+/// `-f`: proxy-config, edges and proxy-status read from saved admin answers (taken inside the
+/// pods with `exec … curl`, and from the control plane) say what they say live.
+fn saved_answers_read_as_live(mesh: &Mesh) {
+    let saved = tempfile::tempdir().unwrap();
+    let save = |name: &str, body: String| {
+        let path = saved.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let admin = |pod: &str, path: &str| {
+        text(
+            mesh,
+            &[
+                "exec",
+                pod,
+                "--",
+                "curl",
+                "-sf",
+                &format!("http://localhost:15000{path}"),
+            ],
+        )
+    };
+    let dump = save("dump.json", admin("deploy/backend", "/config_dump"));
+    let certs = save("certs.json", admin("deploy/backend", "/certs"));
+    for section in ["listeners", "clusters", "policies"] {
+        let live = json(
+            mesh,
+            &["proxy-config", section, "deploy/backend", "-o", "json"],
+        );
+        let offline = json(mesh, &["proxy-config", section, "-f", &dump, "-o", "json"]);
+        assert_eq!(live, offline, "proxy-config {section}");
+    }
+    let live = json(
+        mesh,
+        &["proxy-config", "secret", "deploy/backend", "-o", "json"],
+    );
+    let offline = json(
+        mesh,
+        &[
+            "proxy-config",
+            "secret",
+            "backend-0",
+            "-f",
+            &certs,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(live, offline, "proxy-config secret");
+    // The wrong saved answer for the section is refused, naming the file.
+    let out = mesh.cmd(&["proxy-config", "secret", "-f", &dump]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&dump) && err.contains("ROOTCA"), "{err}");
+
+    let scrapes = [
+        save(
+            "frontend.prom",
+            admin("deploy/frontend", "/stats/prometheus"),
+        ),
+        save("backend.prom", admin("deploy/backend", "/stats/prometheus")),
+    ];
+    let live = json(mesh, &["edges", "-o", "json"]);
+    let offline = json(
+        mesh,
+        &["edges", "-o", "json", "-f", &scrapes[0], &scrapes[1]],
+    );
+    assert_eq!(live, offline, "edges");
+    let out = mesh.cmd(&["edges", "-f", &dump]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{dump}:1:")), "{err}");
+
+    let proxies = save(
+        "proxies.json",
+        support::run("curl", &["-sf", "http://127.0.0.1:15014/api/v1/proxies"]),
+    );
+    let live = json(mesh, &["proxy-status", "-o", "json"]);
+    let offline = json(mesh, &["proxy-status", "-f", &proxies, "-o", "json"]);
+    assert_eq!(live, offline, "proxy-status");
 }
 
 /// The seed's manifests: what `up` gives the control plane (its PolicyTests declare test cases,

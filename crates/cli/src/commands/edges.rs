@@ -10,9 +10,17 @@
 //! `istio_tcp_connections_opened_total`; the decisions from meshward's
 //! `meshward_authz_edge_decisions_total`, which carries the same labels plus the decision,
 //! because a 403 in Istio's metrics may be the application's own.
+//!
+//! With `-f FILE...` it reads saved scrapes instead of the running mesh: the Prometheus text
+//! of sidecars' `/stats/prometheus` (from inside a pod:
+//! `meshward exec POD -- curl -s localhost:15000/stats/prometheus > POD.prom`). Scrapes of
+//! Istio's own sidecars work too; they carry no decision counter, so allowed and denied stay 0.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use serde::Serialize;
 
@@ -27,6 +35,9 @@ pub(crate) struct EdgesArgs {
     /// Only edges from or to workloads of this namespace (default: every namespace).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// Saved scrapes of sidecars' `/stats/prometheus` to read instead of the running mesh.
+    #[arg(short = 'f', long = "filename", num_args = 1..)]
+    files: Vec<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Format,
@@ -75,6 +86,44 @@ pub(crate) struct Edge {
 
 /// `meshward edges`.
 pub(crate) fn run(args: &EdgesArgs) -> anyhow::Result<ExitCode> {
+    let pages = if args.files.is_empty() {
+        live_pages()?
+    } else {
+        args.files
+            .iter()
+            .map(|f| saved_page(f))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+    let edges = edges(&pages, args.namespace.as_deref());
+    if edges.is_empty() && args.output == Format::Table {
+        eprintln!("No traffic seen yet.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render(&edges, args.output)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A saved scrape; every line must be a comment or a sample, so a file of something else is
+/// refused where it goes wrong instead of read as "no traffic".
+fn saved_page(file: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if !line.is_empty() && !line.starts_with('#') && parse_line(line).is_none() {
+            anyhow::bail!(
+                "{}:{}: expected a Prometheus text-format sample (`name{{label=\"value\",…}} value`), as a sidecar's /stats/prometheus answers",
+                file.display(),
+                i + 1
+            );
+        }
+    }
+    Ok(text)
+}
+
+/// Every running sidecar's scrape.
+fn live_pages() -> anyhow::Result<Vec<String>> {
     let state = pod_admin::running_mesh()?;
     let mut pages = Vec::new();
     for pod in &state.pods {
@@ -87,14 +136,7 @@ pub(crate) fn run(args: &EdgesArgs) -> anyhow::Result<ExitCode> {
             Err(e) => eprintln!("warning: {e:#}"),
         }
     }
-    let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
-    let edges = edges(&pages, args.namespace.as_deref());
-    if edges.is_empty() && args.output == Format::Table {
-        eprintln!("No traffic seen yet.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    print!("{}", render(&edges, args.output)?);
-    Ok(ExitCode::SUCCESS)
+    Ok(pages)
 }
 
 /// The edges in the metrics pages of every proxy, sorted by source and destination; with

@@ -11,8 +11,13 @@
 //!   sidecar originates towards it (ISTIO_MUTUAL or DISABLE) and the SNI;
 //! - `policies`: the AuthorizationPolicies, PeerAuthentications and RequestAuthentications
 //!   compiled into the proxy, with the configuration version in force.
+//!
+//! With `-f FILE` it reads a saved answer instead of a live pod, as `istioctl proxy-config -f`
+//! reads a saved Envoy config dump: `/certs` for `secret`, `/config_dump` for the others (from
+//! inside a pod: `meshward exec POD -- curl -s localhost:15000/config_dump > dump.json`).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -47,11 +52,17 @@ pub(crate) struct ProxyConfigArgs {
     /// What to show.
     #[arg(value_enum)]
     section: Section,
-    /// The pod: its name, or `deploy/NAME` for a replica of a Deployment.
-    pod: String,
+    /// The pod: its name, or `deploy/NAME` for a replica of a Deployment. With `-f`, only the
+    /// name shown (default: the file's name).
+    #[arg(required_unless_present = "file")]
+    pod: Option<String>,
     /// Its namespace.
     #[arg(short = 'n', long, default_value = "default")]
     namespace: String,
+    /// A saved admin answer to read instead of the pod's proxy: the JSON of `/certs` for
+    /// `secret`, of `/config_dump` for the other sections.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Format,
@@ -59,8 +70,26 @@ pub(crate) struct ProxyConfigArgs {
 
 /// `meshward proxy-config`.
 pub(crate) fn run(args: &ProxyConfigArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.file {
+        let answer = saved_answer(file, args.section)?;
+        // A config dump names its workload; a `/certs` answer does not.
+        let name = match (&args.pod, answer.get("workload").and_then(|w| w.as_str())) {
+            (Some(pod), _) => format!("{}/{pod}", args.namespace),
+            (None, Some(workload)) => workload.to_owned(),
+            (None, None) => file.display().to_string(),
+        };
+        print!(
+            "{}",
+            render(args.section, &name, &answer, args.output, Timestamp::now())
+                .with_context(|| format!("{}", file.display()))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(pod) = &args.pod else {
+        anyhow::bail!("name a pod, or give a saved admin answer with -f FILE");
+    };
     let state = pod_admin::running_mesh()?;
-    let pod = pod_admin::sidecar_pod(&state, &args.namespace, &args.pod)?;
+    let pod = pod_admin::sidecar_pod(&state, &args.namespace, pod)?;
     let path = match args.section {
         Section::Secret => "/certs",
         _ => "/config_dump",
@@ -77,6 +106,17 @@ pub(crate) fn run(args: &ProxyConfigArgs) -> anyhow::Result<ExitCode> {
         )?
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON saved in `file`: the admin answer `section` is read from.
+fn saved_answer(file: &Path, section: Section) -> anyhow::Result<serde_json::Value> {
+    let expected = match section {
+        Section::Secret => "the JSON a sidecar's admin endpoint answers on /certs",
+        _ => "the JSON a sidecar's admin endpoint answers on /config_dump",
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not {expected}", file.display()))
 }
 
 /// `section` of pod `pod` from its admin answer (`/certs` for `secret`, else `/config_dump`).
@@ -111,7 +151,8 @@ pub(crate) fn render(
 #[derive(Debug, Deserialize)]
 struct CertsDump {
     default: Option<WorkloadCert>,
-    #[serde(rename = "ROOTCA", default)]
+    /// Always present in a `/certs` answer; requiring it refuses a config dump given by mistake.
+    #[serde(rename = "ROOTCA")]
     roots: Vec<CertInfo>,
 }
 

@@ -6,9 +6,11 @@
 //! Read from the control plane's admin API (`GET /api/v1/proxies`). A proxy that reconnected
 //! has several streams there; the newest per workload and pod address is the proxy's state.
 //! The certificate is the one the proxy presented on its stream, or a renewal the control
-//! plane's CA issued to it since (`meshward-control`'s `push::certs`).
+//! plane's CA issued to it since (`meshward-control`'s `push::certs`). With `-f FILE` it reads
+//! a saved answer of that endpoint instead (a bug report, or a mesh out of reach).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -24,6 +26,9 @@ pub(crate) struct ProxyStatusArgs {
     /// Only proxies of this namespace.
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// A saved answer of the control plane's `GET /api/v1/proxies` to read instead of asking it.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Format,
@@ -132,8 +137,23 @@ pub(crate) struct ProxyView {
 
 /// `meshward proxy-status`.
 pub(crate) fn run(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
-    let body = args.control_plane.get("/api/v1/proxies")?;
-    let views = views(&body, args.namespace.as_deref())?;
+    let views = match &args.file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: not the JSON the control plane answers on /api/v1/proxies",
+                    file.display()
+                )
+            })?;
+            views(&body, args.namespace.as_deref()).with_context(|| file.display().to_string())?
+        }
+        None => {
+            let body = args.control_plane.get("/api/v1/proxies")?;
+            views(&body, args.namespace.as_deref())?
+        }
+    };
     if views.is_empty() && args.output == Format::Table {
         eprintln!("No proxies found.");
         return Ok(ExitCode::SUCCESS);
