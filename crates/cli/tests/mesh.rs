@@ -113,6 +113,7 @@ fn seed_000_frontend_backend_mtls_and_authorization() {
     );
     mesh.down();
     mesh.assert_clean();
+    mesh.purge();
 
     // Step 5: deny-all alone (an ALLOW policy without rules) closes backend to frontend too.
     mesh.up(&[apps.clone(), strict.clone(), deny_all]);

@@ -285,6 +285,7 @@ fn seed_000_in_loopback_mode_without_root() {
     mesh.down();
     eprintln!("loopback `down`: {} ms", stopping.elapsed().as_millis());
     mesh.assert_clean_loopback();
+    mesh.purge();
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! `meshward down`: stops the mesh and removes every namespace, link, rule, process and runtime
 //! file it created. Works after a crash too: besides what state.json lists, it sweeps every
 //! `mw-*` namespace and link, the `mw0` bridge, `/etc/netns/mw-*` and host iptables rules with
-//! the `meshward` comment. The mesh CA (`~/.meshward/ca`) is kept for the next `up`.
+//! the `meshward` comment. The mesh CA (`~/.meshward/ca`) is kept for the next `up`, so
+//! certificates and roots exported from it stay valid, unless `--purge` is given (as
+//! `minikube delete --purge` removes its kept CA too).
 //!
 //! A loopback-mode mesh has nothing on the network: `down` needs no root, and stops exactly the
 //! processes the mesh's ledger proves are its own (recorded pid and start time, or the mesh's
@@ -22,13 +24,18 @@ use crate::mesh::supervisor;
 
 /// `meshward down`.
 #[derive(Debug, Args)]
-pub(crate) struct DownArgs {}
+pub(crate) struct DownArgs {
+    /// Also remove the mesh CA (`~/.meshward/ca`, its root key included) and then the mesh
+    /// home: nothing of meshward is left on the machine. The next `up` creates a new root.
+    #[arg(long)]
+    purge: bool,
+}
 
 /// How long the supervisor gets to tear down on its own before `down` sweeps anyway.
 const SUPERVISOR_GRACE: Duration = Duration::from_secs(30);
 
 /// `meshward down`.
-pub(crate) fn run(_args: &DownArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &DownArgs) -> anyhow::Result<ExitCode> {
     let progress = Progress::new();
     let home = Home::from_env()?;
     let state = home.read()?;
@@ -60,7 +67,34 @@ pub(crate) fn run(_args: &DownArgs) -> anyhow::Result<ExitCode> {
             "mesh removed (left over: {processes} processes; loopback mode has nothing on the network)"
         ));
     }
+    if args.purge {
+        purge(&home, progress)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the CA, then the mesh home if nothing else is in it. Only what meshward creates is
+/// removed recursively: `MESHWARD_HOME` may name a folder that holds other things too.
+fn purge(home: &Home, progress: Progress) -> anyhow::Result<()> {
+    let ca = home.ca_dir();
+    match std::fs::remove_dir_all(&ca) {
+        Ok(()) => progress.step(format!("mesh CA removed ({})", ca.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot remove the mesh CA {}: {e}", ca.display()),
+    }
+    let root = home.root();
+    match std::fs::remove_dir(root) {
+        Ok(()) => progress.done(format!("purged: {} removed", root.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            progress.done("purged: nothing of meshward is left")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => progress.done(format!(
+            "purged; {} kept: it holds files meshward did not create",
+            root.display()
+        )),
+        Err(e) => anyhow::bail!("cannot remove {}: {e}", root.display()),
+    }
+    Ok(())
 }
 
 /// Asks the supervisor to tear down and waits for it (then kills it). In loopback mode it is

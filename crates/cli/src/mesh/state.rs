@@ -87,6 +87,10 @@ impl Home {
         }
     }
 
+    /// The mesh home itself.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
     /// The CA directory.
     pub(crate) fn ca_dir(&self) -> PathBuf {
         self.root.join("ca")

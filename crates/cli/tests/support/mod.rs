@@ -340,6 +340,18 @@ impl Mesh {
         }
     }
 
+    /// `down --purge` after `down`: the kept CA goes, and with it the mesh home.
+    pub(crate) fn purge(&self) {
+        assert!(self.mesh_home().join("ca").is_dir(), "the CA was kept");
+        let out = self.cmd(&["down", "--purge"]);
+        assert!(out.status.success(), "down --purge: {out:?}");
+        assert!(
+            !self.mesh_home().exists(),
+            "nothing of meshward is left after --purge: {:?}",
+            std::fs::read_dir(self.mesh_home()).map(|d| d.count())
+        );
+    }
+
     /// Everything `down` must remove is gone.
     pub(crate) fn assert_clean(&self) {
         let netns = run("ip", &["netns", "list"]);
