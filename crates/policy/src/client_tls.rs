@@ -22,6 +22,18 @@ pub enum TlsSource {
     AutoPlaintext(String),
 }
 
+impl std::fmt::Display for TlsSource {
+    /// What `check` and `describe` print after the mode: `DestinationRule ns/name`, `auto mTLS`,
+    /// or `auto mTLS: plaintext, <why>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsSource::DestinationRule(name) => write!(f, "DestinationRule {name}"),
+            TlsSource::AutoMtls => f.write_str("auto mTLS"),
+            TlsSource::AutoPlaintext(why) => write!(f, "auto mTLS: plaintext, {why}"),
+        }
+    }
+}
+
 /// The client side of a connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientTls {

@@ -76,7 +76,7 @@ pub(super) fn view(o: &Outcome, config: &Configuration, resolved: Vec<String>) -
         client_tls: o
             .client_tls
             .as_ref()
-            .map(|t| format!("{} ({:?})", t.mode.as_str(), t.source)),
+            .map(|t| format!("{} ({})", t.mode.as_str(), t.source)),
         server_mtls: o.server_mtls.map(|m| m.as_str()),
         jwt: o.jwt.as_ref().map(|j| j.summary.clone()),
         deciding_policy: o.authz.as_ref().and_then(|a| match &a.reason {
