@@ -3,6 +3,8 @@
 //! tutorial's manifests (the files directly in its folder) decide it, with the trace of every
 //! policy and rule. Table output for each, JSON and YAML for one.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,29 +12,13 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The seed's manifests, as `meshward up -f` takes them (not `steps/`, `fixed/` or the
-/// PolicyTest).
-fn seed_files(seed: &str) -> Vec<String> {
-    let dir = root().join("examples/seeds").join(seed);
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml"))
-        .filter(|p| !p.ends_with("policytest.yaml"))
-        .map(|p| {
-            format!(
-                "examples/seeds/{seed}/{}",
-                p.file_name().unwrap().to_str().unwrap()
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 /// `meshward check -f <seed files> ARGS` from the workspace root, without colour: stdout.
 fn check(seed: &str, args: &[&str]) -> String {
-    let files = seed_files(seed);
+    // The PolicyTest is left out: its stages' resources would count as applied.
+    let files: Vec<String> = support::seed_files(seed)
+        .into_iter()
+        .filter(|f| !f.ends_with("policytest.yaml"))
+        .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_meshward"))
         .arg("check")
         .arg("-f")

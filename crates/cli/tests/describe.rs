@@ -31,28 +31,9 @@ fn describe(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The manifests of a seed as `meshward up` takes them: the files directly in its folder
-/// (`steps/` and `fixed/` hold earlier and corrected variants, not the tutorial's final state).
-fn seed_files(seed: &str) -> Vec<String> {
-    let dir = root().join("examples/seeds").join(seed);
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml"))
-        .map(|p| {
-            format!(
-                "examples/seeds/{seed}/{}",
-                p.file_name().unwrap().to_str().unwrap()
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 /// `describe pod NAME -n NS -f <seed files> [extra]`.
 fn describe_seed(seed: &str, name: &str, namespace: &str, extra: &[&str]) -> String {
-    let files = seed_files(seed);
+    let files = support::seed_files(seed);
     let mut args = vec!["pod", name, "-n", namespace, "-f"];
     args.extend(files.iter().map(String::as_str));
     args.extend(extra);
@@ -97,7 +78,7 @@ fn seeds_as_json() {
 
 #[test]
 fn yaml_output_reads_back_like_json() {
-    let files = seed_files("000-frontend-backend-mtls-authz");
+    let files = support::seed_files("000-frontend-backend-mtls-authz");
     let mut args = vec!["workload", "frontend", "-f"];
     args.extend(files.iter().map(String::as_str));
     let json = describe(&[args.as_slice(), &["-o", "json"]].concat());
@@ -115,7 +96,7 @@ fn yaml_output_reads_back_like_json() {
 
 #[test]
 fn a_replica_name_and_an_unknown_name() {
-    let files = seed_files("000-frontend-backend-mtls-authz");
+    let files = support::seed_files("000-frontend-backend-mtls-authz");
     let mut args = vec!["pod", "backend-5c5944c58c-k8x2c", "-f"];
     args.extend(files.iter().map(String::as_str));
     let out = describe(&args);

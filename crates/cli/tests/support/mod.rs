@@ -32,6 +32,25 @@ pub(crate) fn seeds() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seeds")
 }
 
+/// The YAML files directly in a seed's folder, as paths relative to the workspace root
+/// (`steps/` and `fixed/` hold earlier and corrected variants, not the tutorial's final
+/// state), sorted as `kubectl apply -f` takes them.
+pub(crate) fn seed_files(seed: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(seeds().join(seed))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            format!(
+                "examples/seeds/{seed}/{}",
+                p.file_name().unwrap().to_str().unwrap()
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 pub(crate) fn proxy_binary() -> Option<PathBuf> {
     let meshward = PathBuf::from(env!("CARGO_BIN_EXE_meshward"));
     let candidate = meshward.parent()?.join("meshward-proxy");
