@@ -363,7 +363,8 @@ fn mesh_of(report: &LoadReport) -> Mesh {
 }
 
 /// Runs every analyzer on the files as a whole, then on each PolicyTest's own configuration (a
-/// tutorial stage), and reports what only a stage shows with that stage's name. Findings are
+/// tutorial stage), and reports the errors and warnings only a stage shows with that stage's
+/// name. Findings are
 /// sorted by file, line and code, duplicates removed.
 pub fn analyze(report: &LoadReport) -> Vec<Finding> {
     let mut out = run_analyzers(report);
@@ -373,7 +374,9 @@ pub fn analyze(report: &LoadReport) -> Vec<Finding> {
         let name = test.test.metadata.name.clone().unwrap_or_default();
         for mut finding in run_analyzers(&stage_report(test)) {
             let key = FindingKey::of(&finding);
-            if whole.contains(&key) {
+            // A stage is a step on the way: its traps matter, its information does not (deny-all
+            // refusing everything before the ALLOWs arrive is the step's point).
+            if whole.contains(&key) || finding.level == Level::Info {
                 continue;
             }
             match staged.iter_mut().find(|s| FindingKey::of(s) == key) {
