@@ -46,7 +46,7 @@ pub(super) fn analyze(cx: &Context<'_>, out: &mut Vec<Finding>) {
                 "every request to {who} is denied: this allow-nothing policy (ALLOW, no rules) applies there and no ALLOW policy that applies has a rule; a policy of narrower scope would add rules, not override this one"
             ),
             format!(
-                "If {who} should serve anyone, add an ALLOW policy selecting it with a rule for each client; if nothing should reach it, this is deny-all working as meant"
+                "To let clients reach {who}, add an ALLOW policy that selects it with a rule naming them (it adds to allow-nothing); if nothing should reach it, this is deny-all working as meant"
             ),
         );
         finding.workloads = denied.iter().map(|w| w.key()).collect();
