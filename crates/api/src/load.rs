@@ -78,6 +78,33 @@ impl LoadReport {
         self.errors().next().is_some()
     }
 
+    /// Resources loaded from the file `generated` that equal a resource of `originals` (same
+    /// kind, namespace and name, same content) take that resource's origin, so a file a tool
+    /// wrote from manifests (the local mesh's `resources.json`) is reported at the manifests'
+    /// own files and lines. A resource that differs (its manifest changed since) keeps the
+    /// generated file's origin: that copy is the one in force. Returns how many moved.
+    pub fn restate_origins(&mut self, generated: &str, originals: &LoadReport) -> usize {
+        let mut moved = 0;
+        for loaded in self
+            .resources
+            .iter_mut()
+            .filter(|r| &*r.origin.file == generated)
+        {
+            let id = loaded.resource.id();
+            let original = originals
+                .resources
+                .iter()
+                .rev()
+                .find(|o| o.resource.id() == id)
+                .filter(|o| o.resource == loaded.resource);
+            if let Some(original) = original {
+                loaded.origin = original.origin.clone();
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     fn absorb(&mut self, other: LoadReport) {
         self.resources.extend(other.resources);
         self.tests.extend(other.tests);

@@ -179,6 +179,13 @@ fn live_mesh_matches_the_files() {
         String::from_utf8_lossy(&live.stderr)
     );
     let live = String::from_utf8(live.stdout).unwrap();
+    // Policies are located in the files given to `up`, not in the copy it generated.
+    assert!(
+        live.contains(
+            "examples/seeds/000-frontend-backend-mtls-authz/03-backend-allow-frontend.yaml:9)"
+        ) && !live.contains("resources.json"),
+        "{live}"
+    );
     // The Deployment name works too: the running mesh knows its pods.
     let by_deployment = mesh.cmd(&["describe", "pod", "backend", "-n", "default"]);
     assert!(by_deployment.status.success());

@@ -120,9 +120,16 @@ fn redact(output: &str) -> String {
     out
 }
 
+/// A snapshot of `output` redacted, with the repository's path (where the seed manifests given
+/// to `up` live) as `[REPO]`.
 fn redacted(name: &str, output: &str) {
+    let repo = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .unwrap()
+        .display()
+        .to_string();
+    let output = output.replace(&repo, "[REPO]");
     insta::with_settings!({prepend_module_to_snapshot => false}, {
-        insta::assert_snapshot!(name, redact(output));
+        insta::assert_snapshot!(name, redact(&output));
     });
 }
 

@@ -20,6 +20,7 @@
 //! the user who runs the control plane (like a local Kubernetes API with an admin kubeconfig).
 //! Anyone who can reach it can change policy and obtain bootstrap tokens.
 
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Query, State};
@@ -27,7 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use meshward_api::{SpiffeId, TrustDomain};
+use meshward_api::{LoadReport, SpiffeId, TrustDomain};
 use meshward_identity::service::BootstrapTokens;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -55,6 +56,42 @@ pub struct AdminState {
     pub trust_domain: TrustDomain,
     /// The mesh roots, PEM.
     pub roots_pem: String,
+    /// Where resources of generated watched files really come from.
+    pub origins: Arc<Origins>,
+}
+
+/// The manifests that watched files restate, loaded once (see
+/// `ControlPlaneOptions::origins_from`), and the watched files' names.
+#[derive(Debug, Default)]
+pub struct Origins {
+    watched: Vec<String>,
+    manifests: LoadReport,
+}
+
+impl Origins {
+    /// Loads `manifests`; a file that cannot be read only leaves its resources located in the
+    /// watched files.
+    pub fn load(watched: &[PathBuf], manifests: &[PathBuf]) -> Self {
+        if manifests.is_empty() {
+            return Self::default();
+        }
+        let manifests = meshward_api::load_paths(manifests).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "manifests for origins unreadable; resources stay located in the generated files");
+            LoadReport::default()
+        });
+        Origins {
+            watched: watched.iter().map(|p| p.display().to_string()).collect(),
+            manifests,
+        }
+    }
+
+    /// `report` with every watched file's resources that the manifests hold unchanged located
+    /// in the manifests.
+    pub fn restate(&self, report: &mut LoadReport) {
+        for file in &self.watched {
+            report.restate_origins(file, &self.manifests);
+        }
+    }
 }
 
 impl std::fmt::Debug for AdminState {
@@ -323,8 +360,14 @@ async fn describe(State(state): State<AdminState>, Query(query): Query<DescribeQ
         name: query.name,
     };
     let current = state.store.current();
+    let origins = state.origins.clone();
     // Analyzing and describing is CPU work; keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || describe(&current.report(), &request)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let mut report = current.report();
+        origins.restate(&mut report);
+        describe(&report, &request)
+    })
+    .await;
     match result {
         Ok(Ok(description)) => Json(description).into_response(),
         Ok(Err(e)) => (

@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::admin::{AdminState, router};
+use crate::admin::{AdminState, Origins, router};
 use crate::jwks::{JwksCache, JwksOptions};
 use crate::push::{ProxyRegistry, PushService, RecordingCa};
 use crate::sources::{self, DEFAULT_POLL_INTERVAL};
@@ -79,6 +79,10 @@ pub struct ControlPlaneOptions {
     /// The pods and services are run by a local mesh (`meshward up`): `apply` and `delete` leave
     /// Deployments, Pods and Services out, with a warning (see [`Store::set_pods_run_by_mesh`]).
     pub local_mesh: bool,
+    /// Manifests that the watched files restate (the local mesh's generated `resources.json`
+    /// holds the resources of the files given to `meshward up`): `describe` reports a resource
+    /// that is unchanged in them at their own file and line. Read once, at start.
+    pub origins_from: Vec<PathBuf>,
 }
 
 impl ControlPlaneOptions {
@@ -95,6 +99,7 @@ impl ControlPlaneOptions {
             poll_interval: DEFAULT_POLL_INTERVAL,
             state_dir: None,
             local_mesh: false,
+            origins_from: Vec::new(),
         }
     }
 }
@@ -303,6 +308,7 @@ impl ControlPlane {
             tokens: tokens.clone(),
             trust_domain: trust_domain.clone(),
             roots_pem: ca.trust_bundle().to_pem(),
+            origins: Arc::new(Origins::load(&options.config_paths, &options.origins_from)),
         };
         let mut admin_stop = stop.subscribe();
         let admin = tokio::spawn(async move {

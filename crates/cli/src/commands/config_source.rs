@@ -15,6 +15,8 @@ use meshward_api::{FieldPath, Kind, LoadReport, LoadedResource, ResourceId, load
 use meshward_control::admin::{StoreSnapshot, WrittenBy};
 
 use super::control_api::ControlPlaneUrl;
+use crate::mesh::control::resources_file;
+use crate::mesh::state::Home;
 
 /// What `origin` text adds for a resource `meshward apply` wrote.
 pub(crate) const APPLIED: &str = "meshward apply";
@@ -25,6 +27,25 @@ pub(crate) struct Configuration {
     pub(crate) report: LoadReport,
     /// The control plane's snapshot, when read live.
     pub(crate) live: Option<StoreSnapshot>,
+}
+
+/// The local mesh's control plane loads the resources of the files given to `meshward up` from
+/// the copy `up` generated (`resources.json`); where those files still hold a resource
+/// unchanged, it is located in them instead, so findings and traces name the tutorial's own
+/// file and line. Without a local mesh (another control plane), nothing changes.
+fn locate_in_up_manifests(report: &mut LoadReport) {
+    let Ok(home) = Home::from_env() else { return };
+    let Some(state) = home.read().ok().flatten() else {
+        return;
+    };
+    if state.manifests.is_empty() {
+        return;
+    }
+    let Ok(manifests) = load_paths(&state.manifests) else {
+        return;
+    };
+    let generated = resources_file(&home).display().to_string();
+    report.restate_origins(&generated, &manifests);
 }
 
 impl Configuration {
@@ -43,11 +64,12 @@ impl Configuration {
         let body = control_plane.get("/api/v1/snapshot")?;
         let snapshot: StoreSnapshot = serde_json::from_value(body)
             .context("the control plane's snapshot has an unexpected shape")?;
-        let report = if enforced {
+        let mut report = if enforced {
             snapshot.enforced_report()
         } else {
             snapshot.report()
         };
+        locate_in_up_manifests(&mut report);
         Ok(Self {
             report,
             live: Some(snapshot),

@@ -49,6 +49,11 @@ pub(crate) struct ControlPlaneArgs {
     /// them as `meshward up` started them.
     #[arg(long)]
     local_mesh: bool,
+    /// Manifests the watched files restate (`meshward up` passes the files it was given, of
+    /// which it generates `resources.json`): `describe` locates a resource they hold unchanged
+    /// at their own file and line. Read once, at start.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    origins_from: Vec<PathBuf>,
     /// Log lines as JSON.
     #[arg(long)]
     log_json: bool,
@@ -74,6 +79,7 @@ pub(crate) fn run(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
     options.bootstrap_tokens = args.bootstrap_tokens.clone();
     options.state_dir = args.state_dir.clone();
     options.local_mesh = args.local_mesh;
+    options.origins_from = args.origins_from.clone();
     if let Some(file) = &args.jwks_ca_file {
         let pem = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let bundle = meshward_identity::TrustBundle::from_pem(&pem, &file.display().to_string())?;

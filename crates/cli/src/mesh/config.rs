@@ -198,6 +198,50 @@ spec:
     when: [{key: 'request.headers[x-version]', values: [v1]}]
 ";
 
+    /// What the control plane loads from the generated file is reported at the manifest's own
+    /// file and line, unless the manifest no longer holds the same resource.
+    #[test]
+    fn generated_resources_are_located_in_the_manifests() {
+        let original = meshward_api::load_text(MESH, "mesh.yaml", None);
+        let resources: Vec<Resource> = original
+            .resources
+            .iter()
+            .map(|r| r.resource.clone())
+            .collect();
+        let p = plan::plan(resources).unwrap();
+        let text = serde_json::to_string(&resources_document(&p.resources)).unwrap();
+        let mut back = meshward_api::load_text(&text, "resources.json", None);
+        // The manifest changed since: the edited policy keeps the generated file's origin.
+        let edited = MESH.replace("paths: ['/api/*']", "paths: ['/v2/*']");
+        let changed = meshward_api::load_text(&edited, "mesh.yaml", None);
+        let mut stale = back.clone();
+        let moved = stale.restate_origins("resources.json", &changed);
+        let kept: Vec<String> = stale
+            .resources
+            .iter()
+            .filter(|r| &*r.origin.file == "resources.json")
+            .map(|r| r.resource.id().to_string())
+            .collect();
+        assert_eq!(kept, ["AuthorizationPolicy shop/allow"]);
+
+        let all = back.restate_origins("resources.json", &original);
+        assert_eq!(
+            all,
+            back.resources.len(),
+            "every generated resource is found"
+        );
+        assert_eq!(moved, all - 1);
+        for r in &back.resources {
+            let found = original
+                .resources
+                .iter()
+                .find(|o| o.resource.id() == r.resource.id())
+                .unwrap();
+            assert_eq!(&*r.origin.file, "mesh.yaml");
+            assert_eq!(r.origin.start(), found.origin.start());
+        }
+    }
+
     #[test]
     fn generated_configuration_loads_back_as_the_same_mesh() {
         let report = meshward_api::load_text(MESH, "mesh.yaml", None);

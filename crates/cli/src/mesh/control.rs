@@ -101,6 +101,11 @@ pub(crate) fn start(home: &Home, bins: &Binaries, restarted: bool) -> anyhow::Re
         .arg("--state-dir")
         .arg(&state_dir)
         .arg("--local-mesh");
+    // `describe` then names the files given to `up` (where unchanged), not the generated copy.
+    let manifests = home.read().ok().flatten().map(|s| s.manifests);
+    if let Some(manifests) = manifests.filter(|m| !m.is_empty()) {
+        cmd.arg("--origins-from").args(manifests);
+    }
     cmd.arg("--listen")
         .arg(grpc_address())
         .arg("--admin")
