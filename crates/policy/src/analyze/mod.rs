@@ -128,7 +128,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    /// `, in PolicyTest a (and N more)` when the finding holds only in stages.
+    /// `, in PolicyTest NAME` (`… and N more stage(s)`) when the finding holds only in stages.
     pub fn stages_text(&self) -> String {
         match self.stages.as_slice() {
             [] => String::new(),
@@ -364,8 +364,7 @@ fn mesh_of(report: &LoadReport) -> Mesh {
 
 /// Runs every analyzer on the files as a whole, then on each PolicyTest's own configuration (a
 /// tutorial stage), and reports the errors and warnings only a stage shows with that stage's
-/// name. Findings are
-/// sorted by file, line and code, duplicates removed.
+/// name. Findings are sorted by file, line and code, duplicates removed.
 pub fn analyze(report: &LoadReport) -> Vec<Finding> {
     let mut out = run_analyzers(report);
     let whole: BTreeSet<FindingKey<'_>> = out.iter().map(FindingKey::of).collect();
@@ -389,10 +388,15 @@ pub fn analyze(report: &LoadReport) -> Vec<Finding> {
         }
     }
     out.extend(staged);
-    out.sort_by(|a, b| {
+    sort(&mut out);
+    out
+}
+
+/// By file, line, code and message.
+fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
         (&a.file, a.location, a.code, &a.message).cmp(&(&b.file, b.location, b.code, &b.message))
     });
-    out
 }
 
 /// What makes two findings the same problem.
@@ -448,9 +452,7 @@ fn run_analyzers(report: &LoadReport) -> Vec<Finding> {
     rules::analyze(&cx, &mut out);
     addresses::analyze(&cx, &mut out);
     allow_nothing::analyze(&cx, &mut out);
-    out.sort_by(|a, b| {
-        (&a.file, a.location, a.code, &a.message).cmp(&(&b.file, b.location, b.code, &b.message))
-    });
+    sort(&mut out);
     out.dedup();
     out
 }
