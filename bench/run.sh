@@ -291,8 +291,10 @@ mem_record() {
     p=$(leaf_pid "$p")
     printf '%s\t%s\t%s\t%s\n' "$1" "$c" "$(awk '/^VmRSS/{print $2}' /proc/$p/status)" "$(awk '/^VmHWM/{print $2}' /proc/$p/status)" >> "$OUT/raw/memory.tsv"
     # Where the resident pages are (code, heap, stacks), for reading next to the totals.
-    cp "/proc/$p/smaps" "$OUT/raw/$1-$c.smaps" 2>/dev/null || true
-    python3 "$HERE/code_order.py" pages "$p" > "$OUT/raw/$1-$c.pages" 2>/dev/null || true
+    # Mapped file names are written relative to the repository (`<repo>`) and home (`~`).
+    sed -e "s|$ROOT|<repo>|g" -e "s|$HOME|~|g" "/proc/$p/smaps" > "$OUT/raw/$1-$c.smaps" 2>/dev/null || true
+    python3 "$HERE/code_order.py" pages "$p" 2>/dev/null \
+      | sed -e "s|$ROOT|<repo>|g" -e "s|$HOME|~|g" > "$OUT/raw/$1-$c.pages" || true
   done
 }
 
