@@ -19,6 +19,7 @@ pub(crate) mod pods;
 pub(crate) mod proxy_config;
 pub(crate) mod proxy_status;
 pub(crate) mod run;
+pub(crate) mod saved;
 pub(crate) mod test;
 pub(crate) mod up;
 pub(crate) mod validate;

@@ -53,7 +53,7 @@ pub(crate) struct ProxyConfigArgs {
     #[arg(value_enum)]
     section: Section,
     /// The pod: its name, or `deploy/NAME` for a replica of a Deployment. With `-f`, only the
-    /// name shown (default: the file's name).
+    /// name shown (default: the workload a config dump names, else the file's name).
     #[arg(required_unless_present = "file")]
     pod: Option<String>,
     /// Its namespace.
@@ -114,9 +114,7 @@ fn saved_answer(file: &Path, section: Section) -> anyhow::Result<serde_json::Val
         Section::Secret => "the JSON a sidecar's admin endpoint answers on /certs",
         _ => "the JSON a sidecar's admin endpoint answers on /config_dump",
     };
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not {expected}", file.display()))
+    super::saved::read_json(file, expected)
 }
 
 /// `section` of pod `pod` from its admin answer (`/certs` for `secret`, else `/config_dump`).

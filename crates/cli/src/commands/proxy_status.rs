@@ -139,14 +139,10 @@ pub(crate) struct ProxyView {
 pub(crate) fn run(args: &ProxyStatusArgs) -> anyhow::Result<ExitCode> {
     let views = match &args.file {
         Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let body: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{}: not the JSON the control plane answers on /api/v1/proxies",
-                    file.display()
-                )
-            })?;
+            let body = super::saved::read_json(
+                file,
+                "the JSON the control plane answers on /api/v1/proxies",
+            )?;
             views(&body, args.namespace.as_deref()).with_context(|| file.display().to_string())?
         }
         None => {
